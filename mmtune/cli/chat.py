@@ -1,0 +1,55 @@
+"""`mmtune chat MODEL`."""
+
+from __future__ import annotations
+
+import sys
+
+from mmtune.cli.common import add_parser
+
+EPILOG = """\
+examples:
+  mmtune chat merged                                   # template stored at export is used
+  mmtune chat Qwen/Qwen2.5-0.5B-Instruct --adapter hf_adapter
+  mmtune chat merged --system "You are Nova." --temperature 0.7 --top-p 0.9
+  mmtune chat merged --query "who are you?" --query "你是谁"   # answer and exit (scripts)
+In the interactive chat, `clear` resets the conversation and `exit` quits.
+"""
+
+
+def register(sub) -> None:
+    p = add_parser(sub, "chat", "chat with a model in the terminal", EPILOG)
+    p.add_argument("model", metavar="MODEL", help="model directory or hub id (merged or base model)")
+    p.add_argument("--adapter", help="peft adapter directory to apply on MODEL")
+    p.add_argument("--prompt-template", help="template name (default: the one stored with the model)")
+    p.add_argument("--system", help="system prompt")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default: 0)")
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--trust-remote-code", action="store_true", help="allow model code shipped with the model")
+    p.add_argument("--query", action="append", metavar="TEXT",
+                   help="answer this question (repeatable, one conversation) and exit instead of chatting")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from mmtune.infer.chat import answer, chat_loop
+    from mmtune.infer.engine import GenerationSettings
+    from mmtune.infer.load import load_for_inference
+
+    loaded = load_for_inference(args.model, adapter=args.adapter, template=args.prompt_template,
+                                device=args.device, trust_remote_code=args.trust_remote_code)
+    settings = GenerationSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                                  top_p=args.top_p, seed=args.seed)
+    if args.query:
+        from mmtune.data.conversation import Message
+
+        history = [Message("system", args.system)] if args.system else []
+        for q in args.query:
+            sys.stdout.write(f"User: {q}\nAssistant: ")
+            answer(loaded, history, q, settings, lambda s: (sys.stdout.write(s), sys.stdout.flush()))
+            sys.stdout.write("\n")
+        return 0
+    chat_loop(loaded, settings, system=args.system)
+    return 0

@@ -1,0 +1,61 @@
+"""`mmtune convert to-hf | pth_to_hf | merge`."""
+
+from __future__ import annotations
+
+from mmtune.cli.common import add_parser, add_set_option
+
+EPILOG = """\
+examples:
+  mmtune convert to-hf my_recipe.yaml work_dirs/nova/checkpoint-600 hf_adapter
+  mmtune convert merge Qwen/Qwen2.5-0.5B-Instruct hf_adapter merged --max-shard-size 2GB
+"""
+TO_HF_EPILOG = """\
+examples:
+  mmtune convert to-hf my_recipe.yaml work_dirs/nova/final hf_adapter
+  mmtune convert pth_to_hf my_recipe.yaml work_dirs/nova/checkpoint-300 hf_300   # XTuner's name
+LoRA/QLoRA runs give a peft adapter dir; full fine-tunes give a full model. The tokenizer is
+saved with the training chat template, so `apply_chat_template` reproduces the training format.
+"""
+MERGE_EPILOG = """\
+examples:
+  mmtune convert merge Qwen/Qwen2.5-0.5B-Instruct hf_adapter merged
+  mmtune convert merge ./internlm2-chat-1_8b hf_adapter merged --max-shard-size 2GB --trust-remote-code
+"""
+
+
+def register(sub) -> None:
+    p = add_parser(sub, "convert", "export checkpoints to Hugging Face format and merge adapters", EPILOG)
+    commands = p.add_subparsers(dest="convert_command", metavar="COMMAND", required=True)
+    for name in ("to-hf", "pth_to_hf"):
+        c = add_parser(commands, name, "checkpoint -> plain Hugging Face directory", TO_HF_EPILOG)
+        c.add_argument("config", metavar="CONFIG", help="the recipe the checkpoint was trained with")
+        c.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint-N or final directory of the run")
+        c.add_argument("out", metavar="OUT", help="output directory")
+        add_set_option(c)
+        c.set_defaults(func=run_to_hf)
+    m = add_parser(commands, "merge", "merge a LoRA adapter into its base model", MERGE_EPILOG)
+    m.add_argument("base", metavar="BASE", help="base model directory or hub id")
+    m.add_argument("adapter", metavar="ADAPTER", help="peft adapter directory (from convert to-hf)")
+    m.add_argument("out", metavar="OUT", help="output directory")
+    m.add_argument("--max-shard-size", default="5GB", help="largest safetensors shard (default: 5GB)")
+    m.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"])
+    m.add_argument("--trust-remote-code", action="store_true", help="allow model code shipped with the base model")
+    m.set_defaults(func=run_merge)
+
+
+def run_to_hf(args) -> int:
+    from mmtune.config.load import load_config
+    from mmtune.export.to_hf import checkpoint_to_hf
+
+    out = checkpoint_to_hf(load_config(args.config, args.set), args.checkpoint, args.out)
+    print(f"exported to {out}")
+    return 0
+
+
+def run_merge(args) -> int:
+    from mmtune.export.merge import merge_adapter
+
+    out = merge_adapter(args.base, args.adapter, args.out, max_shard_size=args.max_shard_size,
+                        dtype=args.dtype, trust_remote_code=args.trust_remote_code)
+    print(f"merged model written to {out}")
+    return 0

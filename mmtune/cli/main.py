@@ -1,0 +1,57 @@
+"""`mmtune` — the command line. Parses, calls a plain function, prints; user errors without tracebacks."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from mmtune import __version__
+from mmtune.errors import MmtuneError
+
+EPILOG = """\
+workflow (the personal-assistant fine-tune):
+  mmtune data self-cognition --name Nova --author "Ada Lab" -o data/self.jsonl
+  mmtune copy-cfg qwen2_5_0_5b_instruct_qlora my_recipe.yaml      # then edit it
+  mmtune data preview my_recipe.yaml
+  mmtune train my_recipe.yaml --work-dir work_dirs/nova
+  mmtune convert to-hf my_recipe.yaml work_dirs/nova/final hf_adapter
+  mmtune convert merge Qwen/Qwen2.5-0.5B-Instruct hf_adapter merged
+  mmtune chat merged
+
+Run `mmtune COMMAND --help` for each command's options and examples.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from mmtune.cli import cfg, chat, convert, data, tiny, train
+
+    parser = argparse.ArgumentParser(
+        prog="mmtune",
+        description="Fine-tune LLMs and LLaVA-style vision-language models.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"mmtune {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module in (train, data, cfg, convert, chat, tiny):
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except MmtuneError as e:
+        print(f"mmtune: error: {e.format()}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("\nmmtune: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,26 @@
+"""`mmtune make-tiny`: build a tiny real-architecture model for demos and tests."""
+
+from __future__ import annotations
+
+from mmtune.cli.common import add_parser
+
+EPILOG = """\
+examples:
+  mmtune make-tiny qwen2 demo_out/models/tiny-qwen2
+  mmtune make-tiny llama /tmp/tiny-llama
+The model has random weights and a tokenizer trained locally; it loads with from_pretrained(DIR).
+"""
+
+
+def register(sub) -> None:
+    p = add_parser(sub, "make-tiny", "build a tiny random-weight model (demos, tests)", EPILOG)
+    p.add_argument("family", choices=["qwen2", "llama"], help="architecture")
+    p.add_argument("out", metavar="DIR", help="output directory")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from mmtune.testing.tiny import copy_tiny
+
+    print(f"tiny {args.family} model written to {copy_tiny(args.family, args.out)}")
+    return 0

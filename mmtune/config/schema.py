@@ -1,0 +1,93 @@
+"""The typed schema of a recipe. A recipe is data: YAML validated against these models.
+
+Every model forbids unknown keys, so a misspelt key is an error (load.py adds a "did you mean").
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(Section):
+    path: str = Field(description="HF hub id or local directory of the base model")
+    tokenizer: Optional[str] = Field(None, description="tokenizer path when it differs from the model's")
+    trust_remote_code: bool = Field(False, description="run model code shipped with the checkpoint (only if you trust it)")
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+    attn_implementation: Optional[Literal["eager", "sdpa", "flash_attention_2", "flash_attention_3"]] = "sdpa"
+
+
+class DatasetConfig(Section):
+    path: str
+    format: Literal["auto", "llava", "openai", "alpaca", "minicpm"] = "auto"
+    repeat: int = Field(1, ge=1, description="repeat this file N times (weight small, important data up)")
+
+
+class DataConfig(Section):
+    datasets: list[DatasetConfig] = Field(min_length=1)
+    template: str = Field("auto", description="chat template name, or 'auto' for the tokenizer's own")
+    system: Optional[str] = Field(None, description="system prompt added to conversations that have none")
+    max_length: int = Field(2048, ge=16)
+    pack_to_max_length: bool = True
+    overlong: Literal["truncate", "drop"] = "truncate"
+    shuffle: bool = True
+    num_proc: int = Field(1, ge=1, description="processes for tokenization")
+
+
+class LoraConfig(Section):
+    r: int = Field(64, ge=1)
+    alpha: int = Field(16, ge=1)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    target_modules: list[str] | Literal["all-linear"] = "all-linear"
+    modules_to_save: list[str] = Field(default_factory=list)
+
+
+class MethodConfig(Section):
+    type: Literal["lora", "qlora", "full"] = "lora"
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+
+
+class TrainConfig(Section):
+    epochs: float = Field(1, gt=0)
+    max_steps: int = Field(-1, description="stop after this many optimizer steps (-1: run all epochs)")
+    micro_batch_size: int = Field(1, ge=1)
+    gradient_accumulation: int = Field(16, ge=1)
+    lr: float = Field(2e-4, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    optimizer: Literal["adamw_torch", "adamw_torch_fused", "paged_adamw_8bit", "adamw_8bit", "sgd"] = "adamw_torch"
+    scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
+    warmup_ratio: float = Field(0.03, ge=0, lt=1)
+    max_grad_norm: float = Field(1.0, ge=0)
+    precision: Literal["bf16", "fp16", "fp32"] = "bf16"
+    gradient_checkpointing: bool = False
+    seed: int = 0
+    logging_steps: int = Field(10, ge=1)
+    save_steps: int = Field(500, ge=1)
+    save_total_limit: int = Field(2, ge=1)
+    dataloader_workers: int = Field(0, ge=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class EvalConfig(Section):
+    every_n_steps: int = Field(500, ge=1, description="answer evaluation_inputs every N steps and at the end")
+    evaluation_inputs: list[str] = Field(default_factory=list)
+    system: Optional[str] = None
+    max_new_tokens: int = Field(64, ge=1)
+
+
+class Recipe(Section):
+    """A whole training recipe."""
+
+    name: Optional[str] = None
+    description: Optional[str] = None
+    model: ModelConfig
+    data: DataConfig
+    method: MethodConfig = Field(default_factory=MethodConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    work_dir: Optional[str] = Field(None, description="default output dir (mmtune train --work-dir wins)")

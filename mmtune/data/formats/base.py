@@ -1,0 +1,109 @@
+"""The format registry and the small checks every reader shares.
+
+A reader is a class with `description` (one line for --help) and two static methods,
+`detect(record) -> bool` and `read(record, where) -> Conversation`, registered with
+`@register_format("name")`, which also sets its `name`. `where` is the record's place
+("file:record N"); readers report a bad field at `f"{where}:{field}"` (= `record_location(file, i, field)`)
+so the user sees file, record and field in one line.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from mmtune.data.conversation import IMAGE_PLACEHOLDER, Message
+from mmtune.errors import DataError
+
+FORMATS: dict[str, type] = {}  # name -> reader class, in registration order
+
+
+def register_format(name: str) -> Callable[[type], type]:
+    """Class decorator: add a reader to FORMATS under `name`."""
+
+    def add(cls: type) -> type:
+        if name in FORMATS:
+            raise ValueError(f"format {name!r} is registered twice")
+        cls.name = name
+        FORMATS[name] = cls
+        return cls
+
+    return add
+
+
+def field_error(where: str, field: str, reason: str, hint: str | None = None) -> DataError:
+    return DataError(reason, where=f"{where}:{field}", hint=hint)
+
+
+def type_name(value: Any) -> str:
+    """JSON's name for a Python value, as users see it in their file."""
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
+             int: "a number", float: "a number", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
+def require(record: dict, key: str, kind: type | tuple[type, ...], where: str, *, field: str | None = None) -> Any:
+    """record[key], checked to exist and be of `kind`; `field` is its name in messages (default key)."""
+    field = field or key
+    if key not in record:
+        raise field_error(where, field, f"missing key {key!r}")
+    return check_type(record[key], kind, where, field)
+
+
+def optional(record: dict, key: str, kind: type | tuple[type, ...], where: str, default: Any = None) -> Any:
+    """record[key] if present and not null, checked to be of `kind`; else `default`."""
+    if record.get(key) is None:
+        return default
+    return check_type(record[key], kind, where, key)
+
+
+def check_type(value: Any, kind: type | tuple[type, ...], where: str, field: str) -> Any:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    # bool is an int in Python but never a valid string/list/object in our records.
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+        expected = " or ".join(type_name(k()) for k in kinds)
+        raise field_error(where, field, f"value is {type_name(value)}, expected {expected}")
+    return value
+
+
+def map_role(value: Any, roles: dict[str, str], where: str, field: str) -> str:
+    """Translate a format's role name (e.g. 'human') to ours ('user'); unknown names are an error."""
+    if not isinstance(value, str) or value not in roles:
+        raise field_error(where, field, f"unknown role {value!r} (expected one of {', '.join(roles)})")
+    return roles[value]
+
+
+def image_paths(value: Any, where: str, field: str) -> list[str]:
+    """An `image`/`images` value: one path or a list of paths."""
+    paths = [value] if isinstance(value, str) else value
+    if not isinstance(paths, list):
+        raise field_error(where, field, f"value is {type_name(value)}, expected a path or a list of paths")
+    for i, p in enumerate(paths):
+        if not isinstance(p, str) or not p:
+            raise field_error(where, f"{field}[{i}]", f"image path is {type_name(p)}, expected a non-empty string")
+    return list(paths)
+
+
+def count_placeholders(messages: list[Message]) -> int:
+    return sum(m.content.count(IMAGE_PLACEHOLDER) for m in messages if isinstance(m.content, str))
+
+
+def place_images(messages: list[Message], images: list[str], where: str, field: str) -> None:
+    """Make the number of <image> placeholders match `images`.
+
+    Text without any placeholder gets them prepended to the first user message (the LLaVA
+    convention); any other mismatch is an error, because guessing would pair text with the
+    wrong picture.
+    """
+    n_text = count_placeholders(messages)
+    if images and n_text == 0:
+        first_user = next((m for m in messages if m.role == "user" and isinstance(m.content, str)), None)
+        if first_user is not None:
+            first_user.content = f"{IMAGE_PLACEHOLDER}\n" * len(images) + first_user.content
+            return
+    if n_text != len(images):
+        raise field_error(
+            where, field,
+            f"text has {n_text} {IMAGE_PLACEHOLDER} placeholder(s) but the record has {len(images)} image(s)",
+            hint=f"put one {IMAGE_PLACEHOLDER} in the text where each image goes",
+        )
+

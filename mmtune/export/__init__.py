@@ -1,0 +1,1 @@
+"""Export: training checkpoints -> plain Hugging Face directories; LoRA merge."""

@@ -1,0 +1,99 @@
+"""Load tokenizers and causal LMs the way real checkpoints are loaded: `from_pretrained`.
+
+One place decides dtype, attention implementation, 4-bit quantization and `trust_remote_code`
+(off unless the recipe turns it on).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from mmtune.errors import MmtuneError
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32, "auto": "auto"}
+PRECISION_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+def pick_device(requested: str = "auto") -> str:
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise MmtuneError("train.device is 'cuda' but no CUDA device is visible", hint="use device: auto or cpu")
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return requested
+
+
+def _check_source(path: str) -> None:
+    p = Path(path)
+    looks_local = p.is_absolute() or path.startswith((".", "~")) or p.exists()
+    if looks_local and not p.expanduser().exists():
+        raise MmtuneError(f"model path {path!r} does not exist", hint="give a local directory or a hub id")
+
+
+def load_tokenizer(model_cfg, path: str | None = None):
+    from transformers import AutoTokenizer
+
+    source = path or model_cfg.tokenizer or model_cfg.path
+    _check_source(source)
+    try:
+        tok = AutoTokenizer.from_pretrained(source, trust_remote_code=model_cfg.trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise MmtuneError(f"cannot load the tokenizer from {source!r}: {e}".splitlines()[0]) from None
+    if tok.pad_token is None:
+        # Padding positions are masked out of attention and loss; any existing token will do.
+        tok.pad_token = tok.eos_token or tok.unk_token
+    return tok
+
+
+def check_bitsandbytes(device: str) -> None:
+    """Fail early, before any weights load, when 4-bit quantization cannot run on `device`."""
+    try:
+        import bitsandbytes as bnb
+    except Exception as e:  # noqa: BLE001 - any import failure means the same to the user
+        raise MmtuneError(f"QLoRA needs bitsandbytes, which cannot be imported: {e}", hint="pip install bitsandbytes") from None
+    try:
+        layer = bnb.nn.Linear4bit(16, 16, compute_dtype=torch.float32, quant_type="nf4")
+        layer = layer.to(device)
+        layer(torch.zeros(1, 16, device=device))
+    except Exception as e:  # noqa: BLE001
+        raise MmtuneError(
+            f"bitsandbytes {getattr(bnb, '__version__', '?')} cannot run 4-bit layers on {device}: {e}",
+            hint="use method.type: lora, or a device bitsandbytes supports",
+        ) from None
+
+
+def load_causal_lm(model_cfg, *, precision: str = "fp32", quantize_4bit: bool = False, device: str = "cpu", path: str | None = None):
+    """The base LM, on `device`, in the dtype the precision asks for (weights in fp32 for fp16 AMP)."""
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    source = path or model_cfg.path
+    _check_source(source)
+    compute_dtype = PRECISION_DTYPES[precision]
+    if model_cfg.dtype != "auto":
+        dtype = DTYPES[model_cfg.dtype]
+    else:
+        # fp16 mixed precision keeps fp32 master weights; bf16 trains in bf16 directly.
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    kwargs = dict(dtype=dtype, trust_remote_code=model_cfg.trust_remote_code)
+    if model_cfg.attn_implementation:
+        kwargs["attn_implementation"] = model_cfg.attn_implementation
+    if quantize_4bit:
+        check_bitsandbytes(device)
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=compute_dtype,
+        )
+        kwargs["device_map"] = {"": device}
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    except (OSError, ValueError) as e:
+        raise MmtuneError(f"cannot load the model from {source!r}: {e}".splitlines()[0]) from None
+    if not quantize_4bit:
+        model.to(device)
+    return model

@@ -1,0 +1,1 @@
+"""Tiny real-architecture models and tokenizers for tests, demos and benchmarks."""

@@ -1,0 +1,192 @@
+"""Tiny models built from real transformers configs, with a tokenizer trained locally.
+
+Nothing here is a mock: the tokenizer is a byte-level BPE trained with `tokenizers` and saved as
+an ordinary HF tokenizer directory; the models are `LlamaForCausalLM` / `Qwen2ForCausalLM` with
+small sizes, saved with `save_pretrained`. Tests and the demo load them with `from_pretrained(path)`
+exactly like a hub model. Directories are cached (default `~/.cache/mmtune/tiny`, or
+`$MMTUNE_CACHE/tiny`) and built atomically, so concurrent builders never see half a directory.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import tempfile
+from pathlib import Path
+
+BUILD_VERSION = "v3"  # bump when what is built changes, so caches rebuild
+SPECIAL_TOKENS = [
+    "<|endoftext|>",  # pad
+    "<|im_start|>",
+    "<|im_end|>",  # eos for the ChatML template the tiny tokenizer carries
+    "<s>",
+    "</s>",
+    "<|begin_of_text|>",
+    "<|start_header_id|>",
+    "<|end_header_id|>",
+    "<|eot_id|>",
+    "<|system|>",
+    "<|user|>",
+    "<|assistant|>",
+    "<|end|>",
+    "<image>",
+]
+VOCAB_SIZE = 2048
+
+_EN_WORDS = """the a an and or but if then so because of to in on at by for with from about as into over
+under after before is are was were be been am do does did have has had can could will would should may
+might must i you he she it we they me him her us them my your his its our their this that these those
+who what where when why how which name assistant model language help helpful answer question please
+thank thanks hello hi good morning day night time year people person world life work home family friend
+red green blue yellow black white purple orange circle square triangle star shape color image picture
+left right top bottom center one two three four five six seven eight nine ten many some all none more
+most less least big small large tiny long short new old first last next great little own other same
+different right wrong true false yes no not never always often sometimes today tomorrow yesterday
+made make build built train trained training fine tune data learn learning know think say tell ask give
+take see look find use want need like love feel try call come go get put set run write read book
+computer code program python question answers chat talk speak language english chinese developer author
+created team company open source project called named am assistant personal ai artificial intelligence
+user system assistant user system assistant""".split()
+_ZH_PHRASES = """你 我 他 她 它 们 是 的 了 在 有 和 不 这 那 个 一 二 三 上 下 中 大 小 好 人 名字 助手 小助手 叫 什么
+谁 介绍 自己 开发 开发者 作者 创造 训练 模型 语言 智能 人工 帮助 问题 回答 可以 能 请 谢谢 你好 今天 明天
+图片 图像 颜色 红色 绿色 蓝色 黄色 圆形 方形 三角形 左边 右边 数量 多少 哪里 为什么 怎么 身份 来自 公司
+团队 微调 数据 学习 知道 告诉 我们 中文 英文 代码 程序 世界 时间 朋友 家 工作 生活 专属 个人""".split()
+
+
+def cache_root() -> Path:
+    base = os.environ.get("MMTUNE_CACHE") or Path.home() / ".cache" / "mmtune"
+    return Path(base) / "tiny"
+
+
+def _corpus(n_lines: int = 6000, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    lines = []
+    for _ in range(n_lines):
+        if rng.random() < 0.7:
+            words = rng.choices(_EN_WORDS, k=rng.randint(4, 16))
+            line = " ".join(words).capitalize() + rng.choice([".", "?", "!", ","])
+        else:
+            line = "".join(rng.choices(_ZH_PHRASES, k=rng.randint(3, 12))) + rng.choice(["。", "?", "!", ","])
+        lines.append(line)
+    lines += [" ".join(_EN_WORDS), "".join(_ZH_PHRASES), "0123456789 ,.;:!?'\"()[]{}<>-_=+*/\\|@#$%^&~`"]
+    return lines
+
+
+def _build_atomically(target: Path, build) -> Path:
+    if (target / ".complete").exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
+    try:
+        build(tmp)
+        (tmp / ".complete").write_text("ok\n")
+        try:
+            os.replace(tmp, target)
+        except OSError:  # another process finished first
+            if not (target / ".complete").exists():
+                shutil.rmtree(target, ignore_errors=True)
+                os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def build_tokenizer(out: Path) -> None:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from mmtune.data.templates import get_template
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=VOCAB_SIZE,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(_corpus(), trainer=trainer)
+    hf = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        unk_token=None,
+        extra_special_tokens=[t for t in SPECIAL_TOKENS if t not in ("<s>", "<|im_end|>", "<|endoftext|>")],
+    )
+    hf.chat_template = get_template("chatml").to_jinja()
+    hf.model_max_length = 4096
+    hf.save_pretrained(out)
+
+
+def tiny_tokenizer_dir() -> Path:
+    return _build_atomically(cache_root() / f"tokenizer-{BUILD_VERSION}", build_tokenizer)
+
+
+def _lm_config(family: str, vocab_size: int, tokenizer):
+    from transformers import LlamaConfig, Qwen2Config
+
+    common = dict(
+        vocab_size=vocab_size,
+        hidden_size=128,
+        intermediate_size=352,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    if family == "llama":
+        return LlamaConfig(**common, tie_word_embeddings=False, rms_norm_eps=1e-6)
+    if family == "qwen2":
+        return Qwen2Config(**common, tie_word_embeddings=True, rms_norm_eps=1e-6)
+    raise ValueError(f"unknown tiny model family {family!r} (llama, qwen2)")
+
+
+def build_lm(out: Path, family: str, seed: int = 0) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_tokenizer_dir())
+    config = _lm_config(family, len(tokenizer), tokenizer)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    # Trained LMs have embeddings far larger than the 0.02-std init; with tiny ones the logits
+    # stay near-uniform and a LoRA (which cannot touch them) could never become confident.
+    with torch.no_grad():
+        model.get_input_embeddings().weight.normal_(0.0, 0.2)
+        model.get_output_embeddings().weight.normal_(0.0, 0.2)
+    model.generation_config = GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+def tiny_lm_dir(family: str = "qwen2") -> Path:
+    """A saved tiny causal LM with its tokenizer ("llama" or "qwen2")."""
+    return _build_atomically(cache_root() / f"{family}-{BUILD_VERSION}", lambda out: build_lm(out, family))
+
+
+def copy_tiny(kind: str, dest: Path) -> Path:
+    """Copy a cached tiny model (or the tokenizer) to `dest`, for demos that want their own copy."""
+    src = tiny_tokenizer_dir() if kind == "tokenizer" else tiny_lm_dir(kind)
+    dest = Path(dest)
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.copytree(src, dest, ignore=shutil.ignore_patterns(".complete"))
+    return dest
+
+
+if __name__ == "__main__":
+    import sys
+
+    for fam in sys.argv[1:] or ["qwen2", "llama"]:
+        print(tiny_lm_dir(fam))

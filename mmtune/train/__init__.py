@@ -1,0 +1,1 @@
+"""Training: build everything from a recipe and run the transformers Trainer."""

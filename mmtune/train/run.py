@@ -1,0 +1,173 @@
+"""Build everything a recipe describes and run the transformers Trainer.
+
+recipe -> tokenizer + template -> cached encoded data -> rows (packed or not) -> model (+ LoRA /
+QLoRA) -> Trainer with our callbacks -> checkpoints, logs, loss curve, final model.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from mmtune.config.load import dump_config
+from mmtune.data.collate import FlatCollator, PaddingCollator
+from mmtune.data.dataset import DataStats, TrainRows, encode_recipe_data
+from mmtune.data.templates import Template, get_template
+from mmtune.errors import MmtuneError
+from mmtune.models.adapters import apply_method, count_parameters
+from mmtune.models.load import load_causal_lm, load_tokenizer, pick_device
+from mmtune.train import callbacks as cb
+from mmtune.train.checkpoints import resolve_resume
+
+log = logging.getLogger("mmtune.train")
+
+
+@dataclass
+class TrainResult:
+    work_dir: Path
+    final_dir: Path
+    data: DataStats
+    log_history: list[dict]
+    samples: list[dict]
+
+
+def setup_logging(work_dir: Path) -> None:
+    """Readable log lines to the console and to work_dir/train.log."""
+    logger = logging.getLogger("mmtune")
+    logger.setLevel(logging.INFO)
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
+    for h in list(logger.handlers):
+        if getattr(h, "_mmtune", False):
+            logger.removeHandler(h)
+    for handler in (logging.FileHandler(work_dir / "train.log", encoding="utf-8"), logging.StreamHandler()):
+        handler.setFormatter(fmt)
+        handler._mmtune = True
+        logger.addHandler(handler)
+    logger.propagate = False
+
+
+def training_arguments(recipe, work_dir: Path, device: str, deepspeed: str | dict | None):
+    from transformers import TrainingArguments
+
+    t = recipe.train
+    if t.precision == "fp16" and device != "cuda":
+        raise MmtuneError("fp16 training needs a CUDA GPU", hint="use train.precision: bf16 or fp32 on CPU")
+    return TrainingArguments(
+        output_dir=str(work_dir),
+        num_train_epochs=t.epochs,
+        max_steps=t.max_steps,
+        per_device_train_batch_size=t.micro_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation,
+        learning_rate=t.lr,
+        weight_decay=t.weight_decay,
+        optim=t.optimizer,
+        lr_scheduler_type=t.scheduler,
+        warmup_steps=t.warmup_ratio,
+        max_grad_norm=t.max_grad_norm,
+        bf16=t.precision == "bf16",
+        fp16=t.precision == "fp16",
+        use_cpu=device == "cpu",
+        seed=t.seed,
+        data_seed=t.seed,
+        logging_steps=t.logging_steps,
+        logging_first_step=True,
+        save_strategy="steps",
+        save_steps=t.save_steps,
+        save_total_limit=t.save_total_limit,
+        dataloader_num_workers=t.dataloader_workers,
+        remove_unused_columns=False,
+        report_to="none",  # TensorBoard is added as a callback with our own log dir
+        deepspeed=deepspeed,
+        ddp_find_unused_parameters=False if recipe.method.type != "full" else None,
+    )
+
+
+def run_training(recipe, work_dir: str | Path, *, resume: str | None = None, deepspeed=None) -> TrainResult:
+    from transformers import Trainer
+    from transformers.integrations import TensorBoardCallback
+
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    setup_logging(work_dir)
+    (work_dir / "config.yaml").write_text(dump_config(recipe), encoding="utf-8")
+    device = pick_device(recipe.train.device)
+    log.info("work dir %s, device %s, method %s, precision %s", work_dir, device, recipe.method.type, recipe.train.precision)
+
+    tokenizer = load_tokenizer(recipe.model)
+    template = get_template(recipe.data.template, tokenizer)
+    if isinstance(template, Template):
+        # Checkpoints then carry the training format, so exported tokenizers reproduce it.
+        tokenizer.chat_template = template.to_jinja()
+    encoded, stats = encode_recipe_data(recipe, tokenizer)
+    rows = TrainRows(encoded, pack=recipe.data.pack_to_max_length, max_length=recipe.data.max_length, seed=recipe.train.seed)
+    stats.rows = len(rows)
+    log.info("data: %d records (%d bad), %d samples, %d tokens (%d trained), %d truncated, %d dropped -> %d rows%s",
+             stats.records, stats.bad_records, stats.samples, stats.tokens, stats.trained_tokens,
+             stats.truncated, stats.dropped_overlong, stats.rows, " (packed)" if rows.pack else "")
+
+    resume_from = resolve_resume(work_dir, resume)
+    if resume == "auto":
+        log.info("resuming from %s" % resume_from if resume_from else "no complete checkpoint in the work dir: starting fresh")
+
+    args = training_arguments(recipe, work_dir, device, deepspeed)  # validates before loading weights
+    model = load_causal_lm(
+        recipe.model,
+        precision=recipe.train.precision,
+        quantize_4bit=recipe.method.type == "qlora",
+        device=device,
+    )
+    model.config.use_cache = False  # needed for packed rows and gradient checkpointing
+    model = apply_method(model, recipe.method, gradient_checkpointing=recipe.train.gradient_checkpointing)
+    trainable, total = count_parameters(model)
+    log.info("parameters: %s trainable of %s (%.2f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / max(total, 1))
+
+    meta = {
+        "base_model": recipe.model.path,
+        "method": recipe.method.type,
+        "template": recipe.data.template,
+        "system": recipe.data.system,
+        "trust_remote_code": recipe.model.trust_remote_code,
+    }
+    from torch.utils.tensorboard import SummaryWriter
+
+    sample_cb = cb.SampleChatCallback(
+        tokenizer, template, recipe.eval.evaluation_inputs,
+        every_n_steps=recipe.eval.every_n_steps,
+        system=recipe.eval.system if recipe.eval.system is not None else recipe.data.system,
+        max_new_tokens=recipe.eval.max_new_tokens,
+        out_file=work_dir / "samples.jsonl",
+    )
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=rows,
+        data_collator=FlatCollator() if rows.pack else PaddingCollator(tokenizer.pad_token_id),
+        processing_class=tokenizer,
+        callbacks=[
+            sample_cb,
+            cb.ReadableLogCallback(),
+            cb.LossPlotCallback(work_dir),
+            cb.MetaCallback(meta),
+            TensorBoardCallback(tb_writer=SummaryWriter(str(work_dir / "tensorboard"))),
+        ],
+    )
+    samples_before = len(_read_samples(work_dir))
+    trainer.train(resume_from_checkpoint=resume_from)
+
+    final_dir = work_dir / "final"
+    trainer.save_model(str(final_dir))
+    tokenizer.save_pretrained(str(final_dir))
+    cb.write_meta(final_dir, meta)
+    log.info("final model saved to %s; loss curve %s", final_dir, work_dir / "loss.png")
+    return TrainResult(work_dir, final_dir, stats, trainer.state.log_history, _read_samples(work_dir)[samples_before:])
+
+
+def _read_samples(work_dir: Path) -> list[dict]:
+    import json
+
+    path = work_dir / "samples.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

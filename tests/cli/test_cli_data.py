@@ -1,0 +1,103 @@
+"""`mmtune data ...`: the parser built by `register`, and the functions behind each command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+from mmtune.cli.data import register
+
+FIXTURES = Path(__file__).parents[1] / "data" / "fixtures"
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="mmtune")
+    register(parser.add_subparsers(dest="command"))
+    return parser.parse_args(["data", *argv])
+
+
+def run(*argv: str) -> int:
+    args = parse(*argv)
+    return args.func(args)
+
+
+def test_check_good_files(capsys):
+    assert run("check", str(FIXTURES / "llava.json"), str(FIXTURES / "openai.jsonl")) == 0
+    out = capsys.readouterr().out
+    assert "llava.json (llava): 3 records, 3 good, 0 bad" in out
+    assert "openai.jsonl (openai): 2 records, 2 good, 0 bad" in out
+
+
+def test_check_bad_file_exits_1(tmp_path, capsys):
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps([
+        {"conversations": [{"from": "human", "value": "a"}, {"from": "gpt", "value": "b"}]},
+        {"conversations": [{"from": "gpt", "value": "b"}]},
+    ]))
+    assert run("check", str(FIXTURES / "llava.json"), str(path)) == 1
+    out = capsys.readouterr().out
+    assert "2 records, 1 good, 1 bad" in out
+    assert f"{path}:record 1:messages[0].role: first turn is from 'assistant', expected 'user'" in out
+    assert run("check", str(tmp_path / "missing.json")) == 1
+    assert "file not found" in capsys.readouterr().out
+
+
+def test_check_with_config_uses_length_fn(monkeypatch, capsys):
+    calls = []
+
+    def length_fn_from_config(path):
+        calls.append(path)
+        return (lambda conv: 100), 64
+
+    monkeypatch.setitem(sys.modules, "mmtune.data.encode",
+                        types.SimpleNamespace(length_fn_from_config=length_fn_from_config))
+    assert run("check", str(FIXTURES / "minicpm.json"), "--config", "recipe.yaml") == 1
+    assert calls == ["recipe.yaml"]
+    assert "sample is 100 tokens, longer than max_length 64" in capsys.readouterr().out
+
+
+def test_check_format_choices():
+    assert parse("check", "a.json", "--format", "minicpm").format == "minicpm"
+    with pytest.raises(SystemExit):
+        parse("check", "a.json", "--format", "csv")
+
+
+def test_self_cognition_writes_file(tmp_path, capsys):
+    out = tmp_path / "self.jsonl"
+    assert run("self-cognition", "--name", "Mini", "--author", "Ada", "--lang", "en", "--repeat", "2",
+               "-o", str(out)) == 0
+    lines = out.read_text().splitlines()
+    assert capsys.readouterr().out.strip() == f"wrote {len(lines)} conversations to {out}"
+    assert len(lines) >= 50 and all("Mini" in json.loads(l)["messages"][1]["content"] for l in lines)
+
+
+def test_preview_passes_arguments(monkeypatch):
+    seen = {}
+
+    def run_preview(config, *, n, as_json, overrides):
+        seen.update(config=config, n=n, as_json=as_json, overrides=overrides)
+        return 0
+
+    monkeypatch.setitem(sys.modules, "mmtune.data.preview", types.SimpleNamespace(run_preview=run_preview))
+    assert run("preview", "demo.yaml", "-n", "5", "--json", "--set", "data.max_length=64", "--set", "a.b=c") == 0
+    assert seen == {"config": "demo.yaml", "n": 5, "as_json": True, "overrides": ["data.max_length=64", "a.b=c"]}
+    with pytest.raises(SystemExit):
+        parse("preview", "demo.yaml", "--set", "no_equals_sign")
+
+
+def test_help_has_examples():
+    parser = argparse.ArgumentParser(prog="mmtune")
+    sub = parser.add_subparsers()
+    register(sub)
+    data = sub.choices["data"]
+    commands = next(a for a in data._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert set(commands) == {"check", "self-cognition", "preview"}
+    for command in commands.values():
+        assert "examples:\n  mmtune data" in command.format_help()
+    with pytest.raises(SystemExit):
+        parser.parse_args(["data"])  # a data command is required
