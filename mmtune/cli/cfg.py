@@ -39,7 +39,7 @@ def list_recipes(pattern: str = "") -> list[tuple[str, str]]:
 
     out = []
     for name, path in builtin_recipes().items():
-        if pattern.lower() in name.lower():
+        if not name.startswith("_") and pattern.lower() in name.lower():  # _name: a shared base
             data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
             out.append((name, data.get("description", "")))
     return out

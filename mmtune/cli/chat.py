@@ -11,7 +11,7 @@ examples:
   mmtune chat merged                                   # template stored at export is used
   mmtune chat Qwen/Qwen2.5-0.5B-Instruct --adapter hf_adapter
   mmtune chat merged --system "You are Nova." --temperature 0.7 --top-p 0.9
-  mmtune chat merged --query "who are you?" --query "你是谁"   # answer and exit (scripts)
+  mmtune chat merged --query "who are you?" --query "你是谁"   # answer each and exit (scripts)
 In the interactive chat, `clear` resets the conversation and `exit` quits.
 """
 
@@ -29,7 +29,7 @@ def register(sub) -> None:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--trust-remote-code", action="store_true", help="allow model code shipped with the model")
     p.add_argument("--query", action="append", metavar="TEXT",
-                   help="answer this question (repeatable, one conversation) and exit instead of chatting")
+                   help="answer this question in a fresh conversation and exit instead of chatting (repeatable)")
     p.set_defaults(func=run)
 
 
@@ -45,8 +45,8 @@ def run(args) -> int:
     if args.query:
         from mmtune.data.conversation import Message
 
-        history = [Message("system", args.system)] if args.system else []
         for q in args.query:
+            history = [Message("system", args.system)] if args.system else []
             sys.stdout.write(f"User: {q}\nAssistant: ")
             answer(loaded, history, q, settings, lambda s: (sys.stdout.write(s), sys.stdout.flush()))
             sys.stdout.write("\n")

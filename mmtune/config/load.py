@@ -48,8 +48,12 @@ def resolve_recipe_path(name_or_path: str | Path) -> Path:
 def _read_yaml(path: Path) -> dict:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise ConfigError(f"invalid YAML: {e}", where=str(path)) from None
+    except yaml.YAMLError as e:  # one line: file:line:column and the problem, not PyYAML's 6-line report
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        context = getattr(e, "context", None)
+        raise ConfigError(f"invalid YAML: {problem}" + (f" ({context})" if context else ""), where=where) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -76,32 +80,64 @@ def load_raw(name_or_path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
     base = data.pop("base", None)
     if base is None:
         return data
+    if not isinstance(base, str):
+        raise ConfigError(f"base: must be a recipe name or path, not {base!r}", where=str(path))
     base_path = path.parent / base if (path.parent / base).is_file() else base
+    try:
+        resolve_recipe_path(base_path)
+    except ConfigError as e:  # say which file names the missing base
+        raise ConfigError(f"base: {e.message}", where=str(path), hint=e.hint) from None
     return deep_merge(load_raw(base_path, (*_seen, path)), data)
 
 
 # ---------------------------------------------------------------- --set overrides
 def apply_overrides(data: dict, overrides: Iterable[str]) -> dict:
-    """Apply `key.sub=value` strings; values are parsed as YAML (`8`, `true`, `[a, b]`, `null`)."""
+    """Apply `key.sub=value` strings (`data.datasets.0.path=x` indexes a list); values are parsed as
+    YAML (`8`, `true`, `[a, b]`, `null`) where they are more than plain text."""
     data = dict(data)
     for item in overrides or ():
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form key.sub=value")
         key, raw = item.split("=", 1)
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
-            value = raw
-        node = data
-        parts = key.strip().split(".")
-        for part in parts[:-1]:
-            child = node.get(part)
-            if not isinstance(child, dict):
-                child = {}
-            node[part] = child = dict(child)
-            node = child
-        node[parts[-1]] = value
+        _set_dotted(data, key.strip(), _parse_value(raw))
     return data
+
+
+def _parse_value(raw: str) -> Any:
+    """A number, bool, null, [list] or {mapping} as YAML; other text stays as typed, so that
+    `data.system=You are Nova: a helper` is not a mapping and `issue #1` is not cut at a comment."""
+    text = raw.strip()
+    try:
+        value = yaml.safe_load(text) if text else ""
+    except yaml.YAMLError:
+        return text
+    if isinstance(value, str) and text[:1] not in ("'", '"'):
+        return text
+    if isinstance(value, dict) and not text.startswith("{"):
+        return text
+    return value
+
+
+def _set_dotted(data: dict, key: str, value: Any) -> None:
+    """data[a][b]... = value for `a.b...`, copying the containers on the way (the input is not changed);
+    a number indexes a list (`data.datasets.0.path`), a missing section is created."""
+    node: Any = data
+    parts = key.split(".")
+    for i, part in enumerate(parts):
+        slot: Any = part
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                where = ".".join(parts[:i])
+                raise ConfigError(f"override {key!r}: {where} is a list of {len(node)}, {part!r} is not an index in it")
+            slot = int(part)
+            child = node[slot]
+        else:
+            child = node.get(part)
+        if i == len(parts) - 1:
+            node[slot] = value
+        else:
+            node[slot] = child = list(child) if isinstance(child, list) else dict(child) if isinstance(child, dict) else {}
+            node = child
 
 
 # ---------------------------------------------------------------- validation with readable errors
@@ -128,6 +164,19 @@ def _unwrap(annotation):
     return None
 
 
+# Names other trainers (HF TrainingArguments, XTuner, LLaMA-Factory, peft) use for our fields.
+ALIASES = {
+    "learning_rate": "lr", "num_train_epochs": "epochs", "max_epochs": "epochs",
+    "per_device_train_batch_size": "micro_batch_size", "batch_size": "micro_batch_size",
+    "gradient_accumulation_steps": "gradient_accumulation", "accumulative_counts": "gradient_accumulation",
+    "lr_scheduler_type": "scheduler", "optim": "optimizer", "max_norm": "max_grad_norm",
+    "max_seq_length": "max_length", "cutoff_len": "max_length", "packing": "pack_to_max_length",
+    "lora_r": "r", "lora_alpha": "alpha", "lora_dropout": "dropout", "lora_target": "target_modules",
+    "model_name_or_path": "path", "pretrained_model_name_or_path": "path", "torch_dtype": "dtype",
+    "evaluation_freq": "every_n_steps",
+}
+
+
 def _describe(error: dict) -> str:
     loc = tuple(error["loc"])
     dotted = ".".join(str(p) for p in loc)
@@ -135,8 +184,11 @@ def _describe(error: dict) -> str:
     if kind == "extra_forbidden":
         owner = _model_at(loc[:-1])
         valid = list(owner.model_fields) if owner else []
-        close = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.5)
-        hint = f"did you mean {'.'.join([*map(str, loc[:-1]), close[0]])!r}?" if close else f"valid keys: {', '.join(valid)}"
+        # match against our names and the names other trainers use for them (learning_rate -> lr)
+        candidates = {name: name for name in valid} | {a: n for a, n in ALIASES.items() if n in valid}
+        close = difflib.get_close_matches(str(loc[-1]), list(candidates), n=1, cutoff=0.5)
+        hint = (f"did you mean {'.'.join([*map(str, loc[:-1]), candidates[close[0]]])!r}?" if close
+                else f"valid keys: {', '.join(valid)}")
         return f"unknown key {dotted!r} ({hint})"
     if kind == "missing":
         return f"missing required key {dotted!r}"

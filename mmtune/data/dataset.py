@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import random
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -155,8 +156,8 @@ def encode_recipe_data(recipe, tokenizer, *, use_cache: bool = True):
         (tmp / "stats.json").write_text(json.dumps(asdict(stats)))
         try:
             os.replace(tmp, cached)
-        except OSError:
-            pass  # another process cached the same data first
+        except OSError:  # another process cached the same data first: keep theirs
+            shutil.rmtree(tmp, ignore_errors=True)
         encoded = datasets.load_from_disk(str(cached / "data")) if cached.exists() else encoded
     return encoded, stats
 

@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 from transformers import TrainerCallback
+from transformers.trainer_callback import ProgressCallback
 
 from mmtune.data.conversation import Message
 from mmtune.errors import MmtuneError
@@ -134,3 +135,10 @@ def write_meta(directory: Path, meta: dict) -> None:
 def read_meta(directory: Path) -> dict | None:
     path = Path(directory) / META_FILE
     return json.loads(path.read_text()) if path.exists() else None
+
+
+class QuietProgressCallback(ProgressCallback):
+    """The progress bar without the raw metric dicts under it (ReadableLogCallback logs those)."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        pass

@@ -84,8 +84,10 @@ def training_arguments(recipe, work_dir: Path, device: str, deepspeed: str | dic
     )
 
 
-def run_training(recipe, work_dir: str | Path, *, resume: str | None = None, deepspeed=None) -> TrainResult:
+def run_training(recipe, work_dir: str | Path, *, resume: str | None = None, deepspeed=None,
+                 extra_callbacks: list | None = None) -> TrainResult:
     from transformers import Trainer
+    from transformers.trainer_callback import ProgressCallback
     from transformers.integrations import TensorBoardCallback
 
     work_dir = Path(work_dir)
@@ -151,8 +153,11 @@ def run_training(recipe, work_dir: str | Path, *, resume: str | None = None, dee
             cb.LossPlotCallback(work_dir),
             cb.MetaCallback(meta),
             TensorBoardCallback(tb_writer=SummaryWriter(str(work_dir / "tensorboard"))),
+            *(extra_callbacks or []),
         ],
     )
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(cb.QuietProgressCallback())
     samples_before = len(_read_samples(work_dir))
     trainer.train(resume_from_checkpoint=resume_from)
 
