@@ -1,4 +1,4 @@
-"""`mmtune data`: check data files, generate self-cognition data, preview encoded samples."""
+"""`mmtune data`: check data files, generate self-cognition and shapes data, preview encoded samples."""
 
 from __future__ import annotations
 
@@ -12,7 +12,10 @@ examples:
   mmtune data check train.jsonl
   mmtune data check a.json b.json --format llava
   mmtune data check train.json --config my_recipe.yaml   # also flags samples longer than max_length
+  mmtune data check data/shapes/finetune.json --image-folder data/shapes   # also opens every image
 
+With --image-folder, every image must lie inside the folder (no ../, no absolute path or symlink
+leading elsewhere) and decode. An <image> placeholder in an assistant answer is always reported.
 Exit status is 0 only when every record of every file is good.
 """
 
@@ -24,10 +27,30 @@ examples:
 .jsonl is written as OpenAI messages, .json as a LLaVA/ShareGPT list.
 """
 
+SHAPES_EPILOG = """\
+examples:
+  mmtune data shapes -o data/shapes
+  mmtune data shapes -o data/shapes --n 1000 --seed 1 --size 96
+  mmtune data check data/shapes/finetune.json --image-folder data/shapes
+
+writes into DIR (image paths are relative to DIR, so use DIR as the image folder):
+  images/*.png            train_*.png for training, heldout_*.png never used in training
+  pretrain.json           LLaVA captions ("A red circle on the left.") for projector pretraining
+  finetune.json           LLaVA Q&A: shape, colour, count, position, yes/no; single- and multi-turn,
+                          plus some text-only records
+  finetune_minicpm.json   MiniCPM-V format, incl. two-image comparisons (<image_00>, <image_01>)
+  heldout.json            one question per held-out image (LLaVA format, with a "category" key)
+  mmbench_dev.tsv         MMBench-style multiple choice on held-out images, with answers
+  mmbench_test.tsv        the same on other held-out images, without the answer column
+
+The same --n, --seed and --size always give the same files.
+"""
+
 DATA_EPILOG = """\
 examples:
   mmtune data check train.jsonl
   mmtune data self-cognition --name Mini --author "Ada Lab" -o data/self.jsonl
+  mmtune data shapes -o data/shapes
   mmtune data preview my_recipe.yaml -n 2
 """
 
@@ -53,6 +76,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     check.add_argument("files", nargs="+", metavar="FILE", help="JSON or JSONL data files")
     check.add_argument("--format", default="auto", choices=formats, help="record format (default: detect)")
     check.add_argument("--config", help="recipe whose tokenizer, template and max_length measure sample lengths")
+    check.add_argument("--image-folder", metavar="DIR",
+                       help="folder the records' image paths are relative to: open and check every image")
     check.add_argument("--max-errors", type=int, default=50, metavar="N",
                        help="problems printed per file (default: 50; 0 prints all)")
     check.set_defaults(func=run_check)
@@ -68,6 +93,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cognition.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default: 0)")
     cognition.add_argument("-o", "--output", required=True, metavar="FILE", help="output .jsonl or .json file")
     cognition.set_defaults(func=run_self_cognition)
+
+    shapes = commands.add_parser(
+        "shapes", help="generate a synthetic image dataset of coloured shapes", epilog=SHAPES_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Draw small images of coloured shapes and write captioning, Q&A, held-out and MMBench-style "
+                    "files for trying LLaVA-style training on a CPU.")
+    shapes.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
+    shapes.add_argument("--n", type=int, default=200, metavar="N",
+                        help="images in all, a fifth of them held out (default: 200)")
+    shapes.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default: 0)")
+    shapes.add_argument("--size", type=int, default=64, metavar="PX", help="image side in pixels (default: 64)")
+    shapes.set_defaults(func=run_shapes)
 
     preview = commands.add_parser(
         "preview", help="show samples as the model will see them", epilog=PREVIEW_EPILOG,
@@ -104,10 +141,25 @@ def run_check(args: argparse.Namespace) -> int:
         length_fn, max_length = length_fn_from_config(args.config)
     all_good = True
     for path in args.files:
-        report = check_file(path, args.format, length_fn=length_fn, max_length=max_length)
+        report = check_file(path, args.format, length_fn=length_fn, max_length=max_length,
+                            image_folder=args.image_folder)
         print(format_report(report, max_errors=args.max_errors or None))
+        if report.n_images and not report.images_checked:
+            print(f"  note: {report.n_images} images were not opened; pass --image-folder DIR to check them")
         all_good &= report.ok
     return 0 if all_good else 1
+
+
+def run_shapes(args: argparse.Namespace) -> int:
+    from mmtune.data.synth.shapes import make_shapes_dataset
+
+    result = make_shapes_dataset(args.output, n=args.n, seed=args.seed, size=args.size)
+    print(f"drew {result.n_train_images} training and {result.n_heldout_images} held-out images "
+          f"({args.size}x{args.size}) in {result.out_dir / 'images'}")
+    for name, path in result.files.items():
+        unit = "rows" if path.suffix == ".tsv" else "records"
+        print(f"wrote {result.records[name]} {unit} to {path}")
+    return 0
 
 
 def run_self_cognition(args: argparse.Namespace) -> int:

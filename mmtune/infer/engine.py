@@ -7,10 +7,11 @@ all stop on the same words and decode the same way.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
 import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
 
 from mmtune.data.conversation import Message
 from mmtune.data.templates import ChatFormat
@@ -23,6 +24,65 @@ class GenerationSettings:
     top_p: float = 1.0
     seed: int | None = None
     stop: tuple[str, ...] = ()
+
+
+@dataclass
+class GenerationControl:
+    """Optional link between a caller and one generation (the server uses it).
+
+    Set `cancel` from any thread to stop the generation after the current token (a client that
+    went away); the counts and `finish_reason` ("stop", "length" or "cancelled") are filled in
+    as it runs, for OpenAI's `usage` and `finish_reason`.
+    """
+
+    cancel: threading.Event = field(default_factory=threading.Event)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: str | None = None
+
+
+class _Watch(StoppingCriteria):
+    """A stopping criterion: stops on `cancel` or `halt` and counts the generated tokens."""
+
+    def __init__(self, control: GenerationControl, prompt_len: int):
+        self.control, self.prompt_len = control, prompt_len
+        self.halt = threading.Event()  # set by stream_reply when its reader is gone or a stop string was seen
+        self.last_token: int | None = None
+
+    def __call__(self, input_ids, scores, **kwargs) -> torch.BoolTensor:
+        self.control.completion_tokens = input_ids.shape[1] - self.prompt_len
+        self.last_token = int(input_ids[0, -1])
+        stop = self.control.cancel.is_set() or self.halt.is_set()
+        return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
+
+    def finish(self, eos_ids: Sequence[int], max_new_tokens: int, stopped_by_text: bool = False) -> None:
+        c = self.control
+        if c.cancel.is_set():
+            c.finish_reason = "cancelled"
+        elif not stopped_by_text and c.completion_tokens >= max_new_tokens and self.last_token not in eos_ids:
+            c.finish_reason = "length"
+        else:
+            c.finish_reason = "stop"
+
+
+def _watch(control: GenerationControl | None, input_ids: torch.Tensor, kwargs: dict) -> _Watch:
+    watch = _Watch(control or GenerationControl(), input_ids.shape[1])
+    watch.control.prompt_tokens = input_ids.shape[1]
+    kwargs["stopping_criteria"] = StoppingCriteriaList([watch])
+    return watch
+
+
+def count_prompt_tokens(tokenizer, template: ChatFormat, messages: Sequence[Message]) -> int:
+    """Tokens of the prompt the model would see for `messages` (to check it fits the context)."""
+    return int(_prompt_ids(tokenizer, template, messages, "cpu").shape[1])
+
+
+def context_length(model) -> int | None:
+    """The longest sequence the model takes (prompt + answer), when its config says."""
+    config = getattr(model, "config", None)
+    config = getattr(config, "text_config", None) or config  # a VLM's language model
+    value = getattr(config, "max_position_embeddings", None)
+    return int(value) if isinstance(value, int) else None
 
 
 def stop_token_ids(tokenizer, template: ChatFormat) -> list[int]:
@@ -61,14 +121,19 @@ def _cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
     return (text[: min(cut)], True) if cut else (text, False)
 
 
-def stream_reply(model, tokenizer, template: ChatFormat, messages: Sequence[Message], settings: GenerationSettings) -> Iterator[str]:
-    """Yield the reply in pieces as they are generated."""
+def stream_reply(model, tokenizer, template: ChatFormat, messages: Sequence[Message], settings: GenerationSettings,
+                 *, control: GenerationControl | None = None) -> Iterator[str]:
+    """Yield the reply in pieces as they are generated.
+
+    Generation stops early when `control.cancel` is set, when a stop string appears, or when the
+    caller closes this iterator (so an abandoned stream does not keep the model busy)."""
     from transformers import TextIteratorStreamer
 
     device = next(model.parameters()).device
     input_ids = _prompt_ids(tokenizer, template, messages, device)
     streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
     kwargs = _generate_kwargs(tokenizer, template, settings)
+    watch = _watch(control, input_ids, kwargs)
     if settings.seed is not None:
         torch.manual_seed(settings.seed)
     errors: list[BaseException] = []
@@ -83,33 +148,42 @@ def stream_reply(model, tokenizer, template: ChatFormat, messages: Sequence[Mess
 
     thread = threading.Thread(target=work, daemon=True)
     thread.start()
-    produced, emitted = "", 0
-    for piece in streamer:
-        produced += piece
-        text, stopped = _cut_at_stop(produced, settings.stop)
-        if len(text) > emitted:
-            yield text[emitted:]
-            emitted = len(text)
-        if stopped:
-            break
-    thread.join()
+    produced, emitted, stopped = "", 0, False
+    try:
+        for piece in streamer:
+            produced += piece
+            text, stopped = _cut_at_stop(produced, settings.stop)
+            if len(text) > emitted:
+                yield text[emitted:]
+                emitted = len(text)
+            if stopped:
+                break
+    finally:  # also runs when the caller stops iterating: stop the model, do not leave it running
+        watch.halt.set()
+        thread.join()
+    watch.finish(kwargs["eos_token_id"] or (), settings.max_new_tokens, stopped_by_text=stopped)
     if errors:
         raise errors[0]
 
 
-def generate_reply(model, tokenizer, template: ChatFormat, messages: Sequence[Message], settings: GenerationSettings | None = None) -> str:
-    """The whole reply as one string."""
+def generate_reply(model, tokenizer, template: ChatFormat, messages: Sequence[Message], settings: GenerationSettings | None = None,
+                   *, control: GenerationControl | None = None) -> str:
+    """The whole reply as one string (stops early when `control.cancel` is set)."""
     settings = settings or GenerationSettings()
     device = next(model.parameters()).device
     input_ids = _prompt_ids(tokenizer, template, messages, device)
     if settings.seed is not None:
         torch.manual_seed(settings.seed)
+    kwargs = _generate_kwargs(tokenizer, template, settings)
+    watch = _watch(control, input_ids, kwargs)
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            out = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), **_generate_kwargs(tokenizer, template, settings))
+            out = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), **kwargs)
     finally:
         model.train(was_training)
     text = tokenizer.decode(out[0, input_ids.shape[1]:], skip_special_tokens=True)
-    return _cut_at_stop(text, settings.stop)[0].strip()
+    text, stopped = _cut_at_stop(text, settings.stop)
+    watch.finish(kwargs["eos_token_id"] or (), settings.max_new_tokens, stopped_by_text=stopped)
+    return text.strip()

@@ -86,8 +86,9 @@ def training_arguments(recipe, work_dir: Path, device: str, deepspeed: str | dic
 
 def run_training(recipe, work_dir: str | Path, *, resume: str | None = None, deepspeed=None,
                  extra_callbacks: list | None = None) -> TrainResult:
-    from transformers import Trainer
     from transformers.trainer_callback import ProgressCallback
+
+    from mmtune.train.trainer import MmtuneTrainer
     from transformers.integrations import TensorBoardCallback
 
     work_dir = Path(work_dir)
@@ -114,6 +115,9 @@ def run_training(recipe, work_dir: str | Path, *, resume: str | None = None, dee
         log.info("resuming from %s" % resume_from if resume_from else "no complete checkpoint in the work dir: starting fresh")
 
     args = training_arguments(recipe, work_dir, device, deepspeed)  # validates before loading weights
+    from transformers import set_seed
+
+    set_seed(recipe.train.seed)  # LoRA / new-weight init draws from the global RNG
     model = load_causal_lm(
         recipe.model,
         precision=recipe.train.precision,
@@ -141,7 +145,7 @@ def run_training(recipe, work_dir: str | Path, *, resume: str | None = None, dee
         max_new_tokens=recipe.eval.max_new_tokens,
         out_file=work_dir / "samples.jsonl",
     )
-    trainer = Trainer(
+    trainer = MmtuneTrainer(
         model=model,
         args=args,
         train_dataset=rows,

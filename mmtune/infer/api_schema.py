@@ -1,0 +1,223 @@
+"""The OpenAI chat-completions request: its schema, its errors, and its conversion to engine inputs.
+
+Field policy (documented in docs/deploy.md): fields we honour are typed below; fields OpenAI
+clients commonly send that do not change the answer (`user`, `metadata`, `store`, ...) are
+accepted and ignored; fields asking for something this server cannot do (`n` > 1, `logprobs`,
+`tools`, a JSON `response_format`, ...) are a 400 naming the field, so a client never gets a
+silently different answer; any other field is a 400 "unrecognized request argument" (catches
+typos such as `max_token`).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import re
+from typing import Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from mmtune.data.conversation import IMAGE_PLACEHOLDER, Message
+from mmtune.infer.engine import GenerationSettings
+
+
+class APIError(Exception):
+    """An error answered in OpenAI's shape: {"error": {"message", "type", "param", "code"}}."""
+
+    def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None,
+                 type: str = "invalid_request_error"):
+        super().__init__(message)
+        self.status, self.message, self.param, self.code, self.type = status, message, param, code, type
+
+    def body(self) -> dict:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TextPart(_Strict):
+    type: Literal["text"]
+    text: str
+
+
+class ImageURL(_Strict):
+    url: str
+    detail: Literal["auto", "low", "high"] | None = None
+
+
+class ImagePart(_Strict):
+    type: Literal["image_url"]
+    image_url: ImageURL
+
+
+ContentPart = TextPart | ImagePart
+
+
+class ChatMessage(_Strict):
+    role: Literal["system", "developer", "user", "assistant"]
+    content: Union[str, list[ContentPart], None] = None
+    name: str | None = None  # accepted, not used by chat templates
+
+
+class StreamOptions(_Strict):
+    include_usage: bool = False
+    include_obfuscation: bool | None = None  # accepted and ignored
+
+
+# OpenAI fields that do not change the answer: accepted and ignored.
+IGNORED = ("user", "metadata", "store", "service_tier", "prompt_cache_key", "safety_identifier",
+           "parallel_tool_calls", "reasoning_effort", "verbosity")
+# OpenAI fields that would change the answer in ways we cannot honour: a 400 unless left at the default.
+UNSUPPORTED_DEFAULTS = {"n": 1, "logprobs": False, "top_logprobs": None, "tools": None, "functions": None,
+                        "tool_choice": None, "function_call": None, "response_format": None, "audio": None,
+                        "modalities": None, "logit_bias": None, "prediction": None, "web_search_options": None,
+                        "frequency_penalty": 0, "presence_penalty": 0}
+_DEFAULT_OK = {"tool_choice": ("none",), "response_format": ({"type": "text"},), "modalities": (["text"],),
+               "logit_bias": ({},), "tools": ([],), "functions": ([],)}
+
+
+class ChatRequest(_Strict):
+    model: str | None = None
+    messages: list[ChatMessage] = Field(min_length=1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)  # OpenAI's newer name for max_tokens
+    stop: Union[str, list[str], None] = None
+    seed: int | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+
+    # Known to OpenAI; see the module docstring for what happens to each.
+    user: Any = None
+    metadata: Any = None
+    store: Any = None
+    service_tier: Any = None
+    prompt_cache_key: Any = None
+    safety_identifier: Any = None
+    parallel_tool_calls: Any = None
+    reasoning_effort: Any = None
+    verbosity: Any = None
+    n: Any = 1
+    logprobs: Any = False
+    top_logprobs: Any = None
+    tools: Any = None
+    functions: Any = None
+    tool_choice: Any = None
+    function_call: Any = None
+    response_format: Any = None
+    audio: Any = None
+    modalities: Any = None
+    logit_bias: Any = None
+    prediction: Any = None
+    web_search_options: Any = None
+    frequency_penalty: Any = 0
+    presence_penalty: Any = 0
+
+
+def parse_request(data: Any) -> ChatRequest:
+    """A decoded JSON body -> a valid request, or an APIError saying which field is wrong."""
+    if not isinstance(data, dict):
+        raise APIError(400, "the request body must be a JSON object")
+    try:
+        request = ChatRequest.model_validate(data)
+    except ValidationError as e:
+        raise _field_error(e) from None
+    for name, default in UNSUPPORTED_DEFAULTS.items():
+        value = getattr(request, name)
+        if value is not None and value != default and value not in _DEFAULT_OK.get(name, ()):
+            raise APIError(400, f"'{name}' is not supported by this server (leave it out)", param=name,
+                           code="unsupported_parameter")
+    stops = [request.stop] if isinstance(request.stop, str) else (request.stop or [])
+    if len(stops) > 4:
+        raise APIError(400, "'stop' takes at most 4 sequences", param="stop")
+    return request
+
+
+def _field_error(e: ValidationError) -> APIError:
+    err = e.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith(("function-", "list[", "str", "union")))
+    if err["type"] == "extra_forbidden":
+        return APIError(400, f"unrecognized request argument supplied: {loc}", param=loc, code="unknown_parameter")
+    if err["type"] == "missing":
+        return APIError(400, f"'{loc}' is required", param=loc, code="missing_required_parameter")
+    return APIError(400, f"invalid '{loc}': {err['msg']}", param=loc, code="invalid_value")
+
+
+def to_messages(request: ChatRequest, max_image_bytes: int) -> tuple[list[Message], list]:
+    """Engine messages, with IMAGE_PLACEHOLDER where each image part was, and the decoded images.
+
+    Leading system/developer messages become one system message (chat templates take one, first);
+    the last message must be the user's, since the server answers it."""
+    messages: list[Message] = []
+    images: list = []
+    for i, m in enumerate(request.messages):
+        role = "system" if m.role == "developer" else m.role
+        if role == "system" and any(x.role != "system" for x in messages):
+            raise APIError(400, "system messages may only come before the conversation", param=f"messages.{i}.role")
+        text = _content_text(m.content, f"messages.{i}.content", images, max_image_bytes)
+        if role == "system" and messages:
+            messages[0] = Message("system", messages[0].content + "\n\n" + text)
+        else:
+            messages.append(Message(role, text))
+    if not messages or messages[-1].role != "user":
+        raise APIError(400, "the last message must be from the user", param="messages")
+    return messages, images
+
+
+def _content_text(content, param: str, images: list, max_image_bytes: int) -> str:
+    if content is None:
+        raise APIError(400, f"'{param}' is required", param=param, code="missing_required_parameter")
+    if isinstance(content, str):
+        return content
+    pieces = []
+    for j, part in enumerate(content):
+        if isinstance(part, TextPart):
+            pieces.append(part.text)
+        else:
+            images.append(decode_image_url(part.image_url.url, f"{param}.{j}.image_url.url", max_image_bytes))
+            pieces.append(IMAGE_PLACEHOLDER)
+    return "\n".join(pieces)
+
+
+_DATA_URL = re.compile(r"^data:(?P<mime>[^;,]*)(?P<params>(;[^;,]*)*),(?P<data>.*)$", re.S)
+
+
+def decode_image_url(url: str, param: str, max_image_bytes: int):
+    """A `data:image/...;base64,...` URL -> a PIL image. Remote URLs are refused: the server fetches nothing."""
+    from PIL import Image, UnidentifiedImageError
+
+    match = _DATA_URL.match(url)
+    if not match:
+        raise APIError(400, "image_url must be a data URL (data:image/png;base64,...); the server does not fetch URLs",
+                       param=param, code="invalid_image_url")
+    if not match["mime"].startswith("image/") or ";base64" not in match["params"]:
+        raise APIError(400, f"image_url is a {match['mime'] or 'text/plain'} data URL, expected data:image/...;base64,...",
+                       param=param, code="invalid_image_url")
+    if len(match["data"]) * 3 // 4 > max_image_bytes:  # check before decoding a huge payload
+        raise APIError(413, f"image is larger than the server's limit of {max_image_bytes / 2**20:.1f} MiB",
+                       param=param, code="image_too_large")
+    try:
+        raw = base64.b64decode(match["data"], validate=True)
+        image = Image.open(io.BytesIO(raw))
+        image.load()
+    except (binascii.Error, ValueError, UnidentifiedImageError, OSError):
+        raise APIError(400, "image_url does not hold a readable image", param=param, code="invalid_image") from None
+    return image.convert("RGB")
+
+
+def to_settings(request: ChatRequest, default_max_tokens: int) -> tuple[GenerationSettings, bool]:
+    """Engine settings, and whether the client chose max_tokens (then it must fit the context)."""
+    chosen = request.max_completion_tokens or request.max_tokens
+    stops = [request.stop] if isinstance(request.stop, str) else (request.stop or [])
+    settings = GenerationSettings(
+        max_new_tokens=chosen or default_max_tokens,
+        temperature=1.0 if request.temperature is None else request.temperature,  # OpenAI's default
+        top_p=1.0 if request.top_p is None else request.top_p,
+        seed=request.seed,
+        stop=tuple(s for s in stops if s),
+    )
+    return settings, chosen is not None

@@ -1,0 +1,130 @@
+"""Freezing is data: a list of parameter groups says what trains in a LLaVA model.
+
+Groups: `projector`, `llm` (the whole LM), `llm.lora`, `vision` (the whole encoder), `vision.lora`.
+Everything not named is frozen. Typical stages:
+    pretrain : [projector]
+    finetune : [projector, llm.lora]          (or [projector, llm] for a full finetune)
+    + vision : [projector, llm.lora, vision.lora]
+
+LoRA goes through peft with a regex scoped to the language model (and, separately, the vision
+tower): a bare `target_modules=["q_proj", ...]` would also hit CLIP's q_proj/v_proj. When LoRA is
+used, fully trained groups (`projector`, `vision`) go in peft's `modules_to_save`, so the adapter
+checkpoint carries them. `llm` (full) with `vision.lora` is refused: peft would need a second copy of
+the whole LM (and would untie its head from its embeddings).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from torch import nn
+
+from mmtune.errors import ConfigError
+from mmtune.models.projector import llava_core
+
+log = logging.getLogger(__name__)
+
+GROUPS = ("projector", "llm", "llm.lora", "vision", "vision.lora")
+# Module names in LlavaForConditionalGeneration (peft prefixes them with base_model.model.).
+PREFIX = {"llm": "model.language_model", "vision": "model.vision_tower"}
+SAVE_NAME = {"projector": "multi_modal_projector", "vision": "vision_tower"}
+
+
+def check_trainable(trainable: list[str]) -> set[str]:
+    wanted = set(trainable)
+    unknown = wanted - set(GROUPS)
+    if unknown:
+        raise ConfigError(f"unknown trainable group(s) {sorted(unknown)}", hint=f"choose from {', '.join(GROUPS)}")
+    for part in ("llm", "vision"):
+        if {part, f"{part}.lora"} <= wanted:
+            raise ConfigError(f"trainable lists both {part!r} and {part + '.lora'!r}", hint="pick one")
+    if not wanted:
+        raise ConfigError("trainable is empty: nothing would train", hint="e.g. [projector]")
+    if {"llm", "vision.lora"} <= wanted:
+        raise ConfigError(
+            "trainable 'llm' (full) cannot be combined with 'vision.lora'",
+            hint="use llm.lora with vision.lora, or llm with vision (full)",
+        )
+    return wanted
+
+
+def _linear_leaf_names(module: nn.Module) -> set[str]:
+    return {name.rsplit(".", 1)[-1] for name, m in module.named_modules() if isinstance(m, nn.Linear)}
+
+
+def lora_target_regex(model, parts: list[str], target_modules="all-linear") -> str:
+    """A peft `target_modules` regex matching the wanted Linear layers inside `parts` only."""
+    core = llava_core(model)
+    pieces = []
+    for part in parts:
+        sub = core.language_model if part == "llm" else core.vision_tower
+        present = _linear_leaf_names(sub)
+        names = present if target_modules == "all-linear" else set(target_modules) & present
+        if not names:
+            raise ConfigError(
+                f"LoRA target_modules {target_modules} match no Linear layer in the {part}",
+                hint=f"its Linear layers are named {sorted(present)}",
+            )
+        pieces.append(rf"{re.escape(PREFIX[part])}\..*\.({'|'.join(sorted(map(re.escape, names)))})")
+    return rf"(.*\.)?({'|'.join(pieces)})"  # peft matches the full module name
+
+
+def apply_trainable(model, trainable: list[str], lora_cfg=None):
+    """Freeze all but the named groups; add LoRA for `*.lora`. Returns the (maybe peft-wrapped) model.
+
+    `lora_cfg` has r / alpha / dropout / target_modules (mmtune's LoraConfig schema, or None for defaults).
+    """
+    wanted = check_trainable(trainable)
+    lora_parts = [p for p in ("llm", "vision") if f"{p}.lora" in wanted]
+    core = llava_core(model)
+    if not lora_parts:
+        model.requires_grad_(False)
+        groups = {"projector": core.multi_modal_projector, "llm": core.language_model, "vision": core.vision_tower}
+        for name, module in groups.items():
+            if name in wanted:
+                module.requires_grad_(True)
+        if "llm" in wanted:
+            model.get_output_embeddings().requires_grad_(True)  # lm_head (tied to the embeddings or not)
+        return model
+
+    from peft import LoraConfig, get_peft_model
+
+    if lora_cfg is None:
+        from mmtune.config.schema import LoraConfig as MmtuneLora
+
+        lora_cfg = MmtuneLora()
+    full = [g for g in ("projector", "vision") if g in wanted]  # "llm" + LoRA was refused above
+    extra_saved = [m for m in getattr(lora_cfg, "modules_to_save", None) or [] if m not in SAVE_NAME.values()]
+    config = LoraConfig(
+        r=lora_cfg.r,
+        lora_alpha=lora_cfg.alpha,
+        lora_dropout=lora_cfg.dropout,
+        target_modules=lora_target_regex(model, lora_parts, lora_cfg.target_modules),
+        modules_to_save=[SAVE_NAME[g] for g in full] + extra_saved or None,
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, config)
+
+
+def _group_of(name: str) -> str:
+    if ".vision_tower." in f".{name}":
+        return "vision"
+    if ".multi_modal_projector." in f".{name}":
+        return "projector"
+    return "llm"
+
+
+def trainable_summary(model) -> dict[str, tuple[int, int]]:
+    """{group: (trainable, total)} parameter counts for vision / projector / llm, and "all".
+
+    LoRA weights count in the group they adapt; peft's frozen original copy of a
+    `modules_to_save` module counts in the total.
+    """
+    out = {g: [0, 0] for g in ("vision", "projector", "llm", "all")}
+    for name, p in model.named_parameters():
+        n = p.numel()
+        for g in (_group_of(name), "all"):
+            out[g][1] += n
+            out[g][0] += n if p.requires_grad else 0
+    return {g: (t, n) for g, (t, n) in out.items()}

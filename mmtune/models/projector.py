@@ -1,0 +1,173 @@
+"""The vision-to-language projector: build it, and save / load it alone (the pretrain stage's output).
+
+`mlp2x_gelu` is transformers' own `LlavaMultiModalProjector` (Linear -> GELU -> Linear), so a model
+using it is a plain `LlavaForConditionalGeneration`. `resampler` is MiniCPM-V's perceiver-style
+module (learned queries cross-attending to the vision features); it lives in the self-contained
+`modeling_llava_resampler.py`, which `save_pretrained` copies next to the weights (remote code).
+
+A saved projector is a directory with `projector.safetensors` (the module's state dict) and
+`projector.json` (type and shapes), so a finetune stage can check it fits before loading it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from mmtune.errors import MmtuneError
+
+log = logging.getLogger(__name__)
+
+PROJECTOR_TYPES = ("mlp2x_gelu", "resampler")
+WEIGHTS_NAME = "projector.safetensors"
+INFO_NAME = "projector.json"
+FORMAT = "mmtune-projector"
+
+
+def llava_core(model):
+    """The `LlavaModel` inside `model` (a LlavaForConditionalGeneration, possibly peft-wrapped)."""
+    m = model.get_base_model() if hasattr(model, "get_base_model") else model
+    core = getattr(m, "model", m)
+    if not hasattr(core, "multi_modal_projector"):
+        raise MmtuneError(f"{type(m).__name__} is not a LLaVA model (no multi_modal_projector)")
+    return core
+
+
+def projector_module(model) -> nn.Module:
+    """The projector that trains: under peft `modules_to_save`, the active trainable copy."""
+    proj = llava_core(model).multi_modal_projector
+    if hasattr(proj, "modules_to_save") and hasattr(proj, "original_module"):  # peft ModulesToSaveWrapper
+        name = proj.active_adapters[0] if hasattr(proj, "active_adapters") else "default"
+        return proj.modules_to_save[name]
+    return proj
+
+
+def _all_projector_copies(model) -> list[nn.Module]:
+    proj = llava_core(model).multi_modal_projector
+    if hasattr(proj, "modules_to_save") and hasattr(proj, "original_module"):
+        return [proj.original_module, *proj.modules_to_save.values()]
+    return [proj]
+
+
+def build_projector(kind: str, config) -> nn.Module:
+    """A freshly initialised projector for a LLaVA config (nn.Linear's own init, as LLaVA/XTuner)."""
+    if kind == "mlp2x_gelu":
+        from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
+
+        return LlavaMultiModalProjector(config)
+    if kind == "resampler":
+        from mmtune.models.modeling_llava_resampler import build_resampler
+
+        return build_resampler(config)
+    raise MmtuneError(f"unknown projector {kind!r}", hint=f"one of {', '.join(PROJECTOR_TYPES)}")
+
+
+def projector_type(module: nn.Module) -> str:
+    if hasattr(module, "linear_1") and hasattr(module, "linear_2"):
+        return "mlp2x_gelu"
+    if hasattr(module, "query") and hasattr(module, "attn"):
+        return "resampler"
+    raise MmtuneError(f"unknown projector module {type(module).__name__}")
+
+
+def projector_shapes(module: nn.Module) -> dict:
+    kind = projector_type(module)
+    if kind == "mlp2x_gelu":
+        return {
+            "input_dim": module.linear_1.in_features,
+            "hidden_dim": module.linear_1.out_features,
+            "output_dim": module.linear_2.out_features,
+        }
+    return {
+        "input_dim": module.kv_dim,
+        "hidden_dim": module.embed_dim,
+        "output_dim": module.embed_dim,
+        "query_nums": module.num_queries,
+        "num_heads": module.num_heads,
+    }
+
+
+def projector_info(model) -> dict:
+    """What `projector.json` records: type, shapes, and which encoder/LM/feature layer it was trained on."""
+    from mmtune.models.llava import image_tokens_per_image, vision_feature_select
+
+    module = projector_module(model)
+    config = llava_core(model).config
+    return {
+        "format": FORMAT,
+        "version": 1,
+        "projector_type": projector_type(module),
+        **projector_shapes(module),
+        "vision_feature_layer": config.vision_feature_layer,
+        "vision_feature_select": vision_feature_select(config),
+        "image_tokens_per_image": image_tokens_per_image(config),
+        "vision_encoder": getattr(config.vision_config, "_name_or_path", "") or config.vision_config.model_type,
+        "llm": getattr(config.text_config, "_name_or_path", "") or config.text_config.model_type,
+        "dtype": str(next(module.parameters()).dtype).replace("torch.", ""),
+    }
+
+
+def save_projector(model, path_dir) -> Path:
+    """Write `projector.safetensors` + `projector.json` to `path_dir` and return it."""
+    from safetensors.torch import save_file
+
+    out = Path(path_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in projector_module(model).state_dict().items()}
+    save_file(state, str(out / WEIGHTS_NAME), metadata={"format": "pt"})
+    (out / INFO_NAME).write_text(json.dumps(projector_info(model), indent=2) + "\n")
+    return out
+
+
+def read_projector_info(path_dir) -> dict:
+    info_path = Path(path_dir) / INFO_NAME
+    if not (Path(path_dir) / WEIGHTS_NAME).exists() or not info_path.exists():
+        raise MmtuneError(
+            f"{path_dir} is not a saved projector (needs {WEIGHTS_NAME} and {INFO_NAME})",
+            hint="point it at the pretrain stage's projector directory",
+        )
+    try:
+        info = json.loads(info_path.read_text())
+    except json.JSONDecodeError as e:
+        raise MmtuneError(f"cannot read {info_path}: {e}") from None
+    if info.get("format") != FORMAT:
+        raise MmtuneError(f"{info_path} is not an mmtune projector description")
+    return info
+
+
+def load_projector(model, path_dir) -> dict:
+    """Load a saved projector into `model`, after checking it was made for this model's shapes."""
+    from safetensors.torch import load_file
+
+    info = read_projector_info(path_dir)
+    want = projector_info(model)
+    where = str(Path(path_dir) / INFO_NAME)
+    keys = ["projector_type", *projector_shapes(projector_module(model))]
+    for key in keys:
+        if info.get(key) != want[key]:
+            raise MmtuneError(
+                f"projector {key} is {info.get(key)!r} but this model needs {want[key]!r} "
+                f"(projector trained for vision {info.get('vision_encoder')!r} + LLM {info.get('llm')!r}; "
+                f"this model is {want['vision_encoder']!r} + {want['llm']!r})",
+                where=where,
+                hint="use the projector from a pretrain run with the same vision encoder and LLM",
+            )
+    for key in ("vision_feature_layer", "vision_feature_select"):
+        if info.get(key) != want[key]:
+            raise MmtuneError(
+                f"projector was trained on {key}={info.get(key)!r} but this model uses {want[key]!r}",
+                where=where,
+                hint=f"set the model's {key} to {info.get(key)!r}",
+            )
+    state = load_file(str(Path(path_dir) / WEIGHTS_NAME))
+    for module in _all_projector_copies(model):
+        ref = next(module.parameters())
+        module.load_state_dict({k: v.to(ref.device, ref.dtype) for k, v in state.items()}, strict=True)
+    if info.get("llm") != want["llm"] or info.get("vision_encoder") != want["vision_encoder"]:
+        log.info("projector from %s was trained with %s + %s", path_dir, info.get("vision_encoder"), info.get("llm"))
+    return info
+
