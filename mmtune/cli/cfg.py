@@ -22,6 +22,14 @@ The copy is self-contained (any `base:` recipe is merged in), ready to edit.
 """
 
 
+FLAT_HEADER = """\
+# Copied from the built-in recipe {name} (its `base:` recipes merged in).
+# Usually edited: model.path, data.datasets (your files; see `mmtune data check`), data.template,
+# train.epochs / max_steps, train.micro_batch_size x gradient_accumulation, eval.evaluation_inputs.
+# Schema and every key: README "Recipes"; override without editing: mmtune train FILE --set key=value
+"""
+
+
 def register(sub) -> None:
     p = add_parser(sub, "list-cfg", "list built-in recipes", LIST_EPILOG)
     p.add_argument("-p", "--pattern", default="", help="only names containing this text (case-insensitive)")
@@ -69,15 +77,16 @@ def copy_recipe(name: str, dest: str | Path) -> Path:
         raise MmtuneError(f"{name!r} is not a built-in recipe")
     src = known[name.removesuffix(".yaml")]
     dest = Path(dest)
-    if dest.is_dir():
-        dest = dest / src.name
+    if dest.is_dir() or (not dest.exists() and dest.suffix not in (".yaml", ".yml")):
+        dest = dest / src.name  # a directory, created when missing
     if dest.exists():
         raise MmtuneError(f"{dest} already exists", hint="choose another destination or delete it")
+    dest.parent.mkdir(parents=True, exist_ok=True)
     text = src.read_text(encoding="utf-8")
     if "base:" in text:  # flatten inheritance so the copy stands alone
         merged = load_raw(src)
-        text = f"# copied from built-in recipe {src.stem}\n" + yaml.safe_dump(merged, sort_keys=False, allow_unicode=True)
-        dest.write_text(text, encoding="utf-8")
+        body = yaml.safe_dump(merged, sort_keys=False, allow_unicode=True, width=100)
+        dest.write_text(FLAT_HEADER.format(name=src.stem) + body, encoding="utf-8")
     else:
         shutil.copyfile(src, dest)
     return dest

@@ -16,7 +16,7 @@ import io
 import re
 from typing import Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mmtune.data.conversation import IMAGE_PLACEHOLDER, Message
 from mmtune.infer.engine import GenerationSettings
@@ -38,28 +38,35 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class TextPart(_Strict):
-    type: Literal["text"]
-    text: str
-
-
 class ImageURL(_Strict):
     url: str
     detail: Literal["auto", "low", "high"] | None = None
 
 
-class ImagePart(_Strict):
-    type: Literal["image_url"]
-    image_url: ImageURL
+class ContentPart(_Strict):
+    # One model rather than a union of part types: validation errors then name plain fields.
+    type: Literal["text", "image_url"]
+    text: str | None = None
+    image_url: ImageURL | None = None
 
-
-ContentPart = TextPart | ImagePart
+    @model_validator(mode="after")
+    def _has_its_field(self):
+        if self.type == "text" and self.text is None:
+            raise ValueError("a text part needs 'text'")
+        if self.type == "image_url" and self.image_url is None:
+            raise ValueError("an image_url part needs 'image_url': {'url': ...}")
+        return self
 
 
 class ChatMessage(_Strict):
     role: Literal["system", "developer", "user", "assistant"]
-    content: Union[str, list[ContentPart], None] = None
+    content: list[ContentPart]  # a plain string arrives as one text part
     name: str | None = None  # accepted, not used by chat templates
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _string_is_one_text_part(cls, value):
+        return [{"type": "text", "text": value}] if isinstance(value, str) else value
 
 
 class StreamOptions(_Strict):
@@ -139,12 +146,13 @@ def parse_request(data: Any) -> ChatRequest:
 
 def _field_error(e: ValidationError) -> APIError:
     err = e.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith(("function-", "list[", "str", "union")))
+    loc = ".".join(str(p) for p in err["loc"])
     if err["type"] == "extra_forbidden":
         return APIError(400, f"unrecognized request argument supplied: {loc}", param=loc, code="unknown_parameter")
     if err["type"] == "missing":
         return APIError(400, f"'{loc}' is required", param=loc, code="missing_required_parameter")
-    return APIError(400, f"invalid '{loc}': {err['msg']}", param=loc, code="invalid_value")
+    reason = err["msg"].removeprefix("Value error, ")
+    return APIError(400, f"invalid '{loc}': {reason}" if loc else reason, param=loc or None, code="invalid_value")
 
 
 def to_messages(request: ChatRequest, max_image_bytes: int) -> tuple[list[Message], list]:
@@ -168,14 +176,10 @@ def to_messages(request: ChatRequest, max_image_bytes: int) -> tuple[list[Messag
     return messages, images
 
 
-def _content_text(content, param: str, images: list, max_image_bytes: int) -> str:
-    if content is None:
-        raise APIError(400, f"'{param}' is required", param=param, code="missing_required_parameter")
-    if isinstance(content, str):
-        return content
+def _content_text(content: list[ContentPart], param: str, images: list, max_image_bytes: int) -> str:
     pieces = []
     for j, part in enumerate(content):
-        if isinstance(part, TextPart):
+        if part.type == "text":
             pieces.append(part.text)
         else:
             images.append(decode_image_url(part.image_url.url, f"{param}.{j}.image_url.url", max_image_bytes))

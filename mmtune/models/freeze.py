@@ -49,25 +49,53 @@ def check_trainable(trainable: list[str]) -> set[str]:
     return wanted
 
 
-def _linear_leaf_names(module: nn.Module) -> set[str]:
-    return {name.rsplit(".", 1)[-1] for name, m in module.named_modules() if isinstance(m, nn.Linear)}
+LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")
+
+
+def _layer_linears(module: nn.Module, keep_layer) -> set[str]:
+    """Leaf names of the Linear layers inside `layers.N` blocks with keep_layer(N)."""
+    names = set()
+    for name, m in module.named_modules():
+        hit = LAYER.search(name + ".")
+        if isinstance(m, nn.Linear) and hit and keep_layer(int(hit.group(1))):
+            names.add(name.rsplit(".", 1)[-1])
+    return names
+
+
+def used_vision_layers(config) -> int:
+    """How many vision encoder layers feed `vision_feature_layer` (hidden_states[0] = embeddings)."""
+    n_layers = config.vision_config.num_hidden_layers
+    layers = config.vision_feature_layer if isinstance(config.vision_feature_layer, list) else [config.vision_feature_layer]
+    return max(i if i >= 0 else n_layers + 1 + i for i in layers)
 
 
 def lora_target_regex(model, parts: list[str], target_modules="all-linear") -> str:
-    """A peft `target_modules` regex matching the wanted Linear layers inside `parts` only."""
+    """A peft `target_modules` regex: the wanted Linear layers of the transformer blocks of `parts`.
+
+    Only `layers.N` blocks count, so SigLIP's pooling head and the lm_head get no LoRA, and vision
+    layers past `vision_feature_layer` (whose output LLaVA never reads) are skipped: LoRA there
+    would get no gradient, which DDP reports as unused parameters.
+    """
     core = llava_core(model)
     pieces = []
     for part in parts:
-        sub = core.language_model if part == "llm" else core.vision_tower
-        present = _linear_leaf_names(sub)
+        if part == "llm":
+            sub, keep = core.language_model, (lambda i: True)
+            layers = r"\d+"
+        else:
+            n_used = used_vision_layers(core.config)
+            sub, keep = core.vision_tower, (lambda i, n=n_used: i < n)
+            layers = "|".join(str(i) for i in range(n_used))
+        present = _layer_linears(sub, keep)
         names = present if target_modules == "all-linear" else set(target_modules) & present
         if not names:
             raise ConfigError(
                 f"LoRA target_modules {target_modules} match no Linear layer in the {part}",
                 hint=f"its Linear layers are named {sorted(present)}",
             )
-        pieces.append(rf"{re.escape(PREFIX[part])}\..*\.({'|'.join(sorted(map(re.escape, names)))})")
-    return rf"(.*\.)?({'|'.join(pieces)})"  # peft matches the full module name
+        alts = "|".join(sorted(map(re.escape, names)))
+        pieces.append(rf"{re.escape(PREFIX[part])}\.(.*\.)?layers\.({layers})\.(.*\.)?({alts})")
+    return "|".join(f"({p})" for p in pieces)  # peft fullmatches the module name
 
 
 def apply_trainable(model, trainable: list[str], lora_cfg=None):

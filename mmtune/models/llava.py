@@ -99,12 +99,12 @@ def load_vision_encoder(vision_path: str, *, dtype=torch.float32, trust_remote_c
     return model, image_processor
 
 
-def ensure_image_token(tokenizer, lm) -> int:
-    """The id of `<image>`, adding it (and growing the embeddings only if needed) when missing."""
-    ids = tokenizer.convert_tokens_to_ids([IMAGE_TOKEN])
-    if ids[0] is None or ids[0] == tokenizer.unk_token_id or IMAGE_TOKEN not in tokenizer.get_vocab():
-        tokenizer.add_tokens([IMAGE_TOKEN], special_tokens=True)
-    token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+def ensure_image_token(tokenizer, lm, token: str = IMAGE_TOKEN) -> int:
+    """The id of `token`, adding it as a special token (growing the embeddings only if needed)."""
+    if token not in tokenizer.get_added_vocab():
+        # A plain vocab entry is not enough: BPE may split "<image><image>..." differently.
+        tokenizer.add_tokens([token], special_tokens=True)
+    token_id = tokenizer.convert_tokens_to_ids(token)
     rows = lm.get_input_embeddings().weight.shape[0]
     if token_id >= rows:  # many LMs (Qwen2) have spare embedding rows; only grow when there are none
         lm.resize_token_embeddings(len(tokenizer), mean_resizing=True)

@@ -150,9 +150,9 @@ def load_projector(model, path_dir) -> dict:
     for key in keys:
         if info.get(key) != want[key]:
             raise MmtuneError(
-                f"projector {key} is {info.get(key)!r} but this model needs {want[key]!r} "
-                f"(projector trained for vision {info.get('vision_encoder')!r} + LLM {info.get('llm')!r}; "
-                f"this model is {want['vision_encoder']!r} + {want['llm']!r})",
+                f"projector {key} is {info.get(key)!r} but this model needs {want[key]!r}: it was trained "
+                f"for LLM {info.get('llm')!r} + vision {info.get('vision_encoder')!r}, "
+                f"this model is {want['llm']!r} + {want['vision_encoder']!r}",
                 where=where,
                 hint="use the projector from a pretrain run with the same vision encoder and LLM",
             )

@@ -86,6 +86,15 @@ def tiny_vision_dir(kind: str = "clip") -> Path:
     return _build_atomically(cache_root() / f"vision-{kind}-{BUILD_VERSION}", lambda out: build_vision(out, kind))
 
 
+def tiny_image(seed: int = 0, size: tuple[int, int] = (70, 50)):
+    """A deterministic random RGB PIL image (width, height), not square so resizing is exercised."""
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.random.RandomState(seed).randint(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)
+    return Image.fromarray(pixels)
+
+
 if __name__ == "__main__":
     import sys
 

@@ -98,7 +98,6 @@ def test_missing_image_error(folder):
 
 def test_corrupt_and_truncated_images(folder):
     (folder / "text.png").write_text("not an image")
-    png = (folder / "a.png").read_bytes()
     big = folder / "big.png"
     Image.effect_noise((64, 64), 50).save(big)
     (folder / "cut.png").write_bytes(big.read_bytes()[:200])
@@ -107,7 +106,6 @@ def test_corrupt_and_truncated_images(folder):
             open_image(folder / name, WHERE)
         assert info.value.where == WHERE
         assert info.value.message.startswith(f"cannot decode image {folder / name}")
-    assert len(png) > 0
     with pytest.raises(DataError, match="cannot decode image"):
         image_size(folder / "text.png", WHERE)
 

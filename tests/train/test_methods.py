@@ -82,3 +82,21 @@ def test_fp16_on_cpu_is_a_clear_error(tiny_qwen2_dir, data_file, tmp_path):
     recipe = self_cognition_recipe(tiny_qwen2_dir, data_file, train={"precision": "fp16"})
     with pytest.raises(MmtuneError, match="fp16 training needs a CUDA GPU"):
         run_training(recipe, tmp_path / "work")
+
+
+def test_qlora_stops_before_loading_when_bitsandbytes_cannot_run(tiny_llama_dir, data_file, tmp_path, monkeypatch):
+    import bitsandbytes as bnb
+
+    from mmtune.models import load
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no kernel for this device")
+
+    monkeypatch.setattr(bnb.nn, "Linear4bit", broken)
+    loaded = []
+    monkeypatch.setattr("transformers.AutoModelForCausalLM.from_pretrained", lambda *a, **k: loaded.append(a))
+    recipe = self_cognition_recipe(tiny_llama_dir, data_file, method={"type": "qlora"})
+    with pytest.raises(MmtuneError, match="cannot run 4-bit layers on cpu"):
+        run_training(recipe, tmp_path / "work")
+    assert loaded == []
+    assert load.check_bitsandbytes  # the check is the public hook

@@ -1,0 +1,283 @@
+"""An OpenAI-compatible HTTP server for one model: /v1/chat/completions, /v1/models, /health, a web UI.
+
+Requests are parsed and checked here (api_schema.py), answered by the one generation thread
+(worker.py) that calls the shared engine, and written back as OpenAI JSON or server-sent events.
+Every error is OpenAI's `{"error": {...}}` shape, so the official clients raise their usual types.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from importlib import resources
+
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from mmtune.infer.api_schema import APIError, parse_request, to_messages, to_settings
+from mmtune.infer.load import LoadedModel
+from mmtune.infer.worker import GenerationWorker, Job, model_takes_images
+
+log = logging.getLogger(__name__)
+POLL_S = 0.25  # how often a waiting request checks whether its client is still there
+
+
+@dataclass
+class ServerSettings:
+    model_id: str
+    api_key: str | None = None
+    max_concurrency: int = 8  # requests waiting or generating; more get 429
+    default_max_tokens: int = 512  # when a request gives no max_tokens (clipped to the context)
+    max_image_bytes: int = 20 * 2**20
+    max_body_bytes: int = 64 * 2**20
+    ui: bool = False
+
+
+class ClientGone(Exception):
+    """The client closed the connection while its request waited."""
+
+
+def create_app(loaded: LoadedModel, settings: ServerSettings) -> FastAPI:
+    worker = GenerationWorker(loaded, settings.max_concurrency)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        worker.start()
+        yield
+        worker.stop()
+
+    app = FastAPI(title="mmtune", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.worker, app.state.settings = worker, settings
+    vision = model_takes_images(loaded)
+
+    @app.exception_handler(APIError)
+    async def api_error(request, exc: APIError):
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request, exc: StarletteHTTPException):  # 404, 405 in OpenAI's shape too
+        return JSONResponse(APIError(exc.status_code, str(exc.detail)).body(), status_code=exc.status_code)
+
+    def authorize(request: Request) -> None:
+        if settings.api_key is None:
+            return
+        given = request.headers.get("authorization", "")
+        scheme, _, token = given.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), settings.api_key.encode()):
+            raise APIError(401, "missing or incorrect API key (send 'Authorization: Bearer KEY')", code="invalid_api_key")
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok", "model": settings.model_id, "pending": worker.pending}
+
+    @app.get("/v1/models")
+    async def models(request: Request):
+        authorize(request)
+        return {"object": "list", "data": [_model_card(settings.model_id)]}
+
+    @app.get("/v1/models/{model_id:path}")
+    async def model(model_id: str, request: Request):
+        authorize(request)
+        if model_id != settings.model_id:
+            raise APIError(404, f"the model '{model_id}' does not exist", param="model", code="model_not_found")
+        return _model_card(settings.model_id)
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request):
+        authorize(request)
+        body = await _read_json(request, settings.max_body_bytes)
+        req = parse_request(body)
+        if req.model not in (None, "", settings.model_id):
+            raise APIError(404, f"the model '{req.model}' does not exist (this server serves '{settings.model_id}')",
+                           param="model", code="model_not_found")
+        messages, images = to_messages(req, settings.max_image_bytes)
+        if images and not vision:
+            raise APIError(400, f"the model '{settings.model_id}' has no vision input: send text only",
+                           param="messages", code="image_input_not_supported")
+        gen, chosen = to_settings(req, settings.default_max_tokens)
+        job = Job(messages, gen, stream=req.stream, max_tokens_chosen=chosen, images=images)
+        if not worker.submit(job):
+            raise APIError(429, f"the server is busy ({settings.max_concurrency} requests in progress); retry shortly",
+                           type="rate_limit_error", code="server_busy")
+        reply = _Reply(job, settings.model_id)
+        try:
+            kind, value = await _next_event(job, request)  # waits in the queue until the prompt is checked
+            if kind == "error":
+                raise _as_api_error(value)
+            if not req.stream:
+                kind, value = await _next_event(job, request)
+                if kind == "error":
+                    raise _as_api_error(value)
+                return JSONResponse(reply.completion(value))
+        except ClientGone:
+            job.control.cancel.set()
+            return JSONResponse({}, status_code=499)  # nobody reads it
+        include_usage = bool(req.stream_options and req.stream_options.include_usage)
+        return _JobStream(reply.events(include_usage), job)
+
+    if settings.ui:
+        _add_ui(app, settings, vision)
+    return app
+
+
+def _model_card(model_id: str) -> dict:
+    return {"id": model_id, "object": "model", "created": 0, "owned_by": "mmtune"}
+
+
+async def _read_json(request: Request, limit: int):
+    if int(request.headers.get("content-length") or 0) > limit:
+        raise APIError(413, f"request body is larger than the server's limit of {limit // 2**20} MiB", code="body_too_large")
+    chunks, size = [], 0
+    async for chunk in request.stream():  # counted as it arrives: a chunked upload cannot dodge the limit
+        size += len(chunk)
+        if size > limit:
+            raise APIError(413, f"request body is larger than the server's limit of {limit // 2**20} MiB", code="body_too_large")
+        chunks.append(chunk)
+    try:
+        return json.loads(b"".join(chunks))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise APIError(400, f"the request body is not valid JSON: {e}", code="invalid_json") from None
+
+
+async def _next_event(job: Job, request: Request) -> tuple[str, object]:
+    """The job's next event; ClientGone if the client disconnects meanwhile."""
+    getter = asyncio.ensure_future(job.events.get())  # one getter across polls, so no event is lost
+    while True:
+        done, _ = await asyncio.wait({getter}, timeout=POLL_S)
+        if done:
+            return getter.result()
+        if await request.is_disconnected():
+            getter.cancel()
+            raise ClientGone
+
+
+def _as_api_error(exc) -> APIError:
+    return exc if isinstance(exc, APIError) else APIError(500, f"generation failed: {exc}", type="server_error")
+
+
+class _Reply:
+    """OpenAI's response objects for one job."""
+
+    def __init__(self, job: Job, model_id: str):
+        self.job, self.model_id = job, model_id
+        self.id, self.created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
+
+    def _head(self, obj: str) -> dict:
+        return {"id": self.id, "object": obj, "created": self.created, "model": self.model_id, "system_fingerprint": None}
+
+    def _finish(self) -> str:
+        return "length" if self.job.control.finish_reason == "length" else "stop"
+
+    def usage(self) -> dict:
+        c = self.job.control
+        return {"prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens,
+                "total_tokens": c.prompt_tokens + c.completion_tokens}
+
+    def completion(self, text: str) -> dict:
+        choice = {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
+                  "finish_reason": self._finish()}
+        return {**self._head("chat.completion"), "choices": [choice], "usage": self.usage()}
+
+    def _chunk(self, delta: dict, finish: str | None = None) -> str:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        return _sse({**self._head("chat.completion.chunk"), "choices": [choice]})
+
+    async def events(self, include_usage: bool):
+        yield self._chunk({"role": "assistant", "content": ""})
+        while True:
+            kind, value = await self.job.events.get()
+            if kind == "piece":
+                yield self._chunk({"content": value})
+            elif kind == "done":
+                break
+            else:  # headers are sent: report the failure inside the stream, as OpenAI does
+                yield _sse(_as_api_error(value).body())
+                yield "data: [DONE]\n\n"
+                return
+        yield self._chunk({}, self._finish())
+        if include_usage:
+            yield _sse({**self._head("chat.completion.chunk"), "choices": [], "usage": self.usage()})
+        yield "data: [DONE]\n\n"
+
+
+def _sse(obj: dict) -> str:
+    return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
+
+
+class _JobStream(StreamingResponse):
+    """An SSE response that cancels its job however the response ends (done, error, client gone)."""
+
+    def __init__(self, content, job: Job):
+        super().__init__(content, media_type="text/event-stream",
+                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        self.job = job
+
+    async def __call__(self, scope, receive, send):
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.job.control.cancel.set()  # a no-op when the job already finished
+
+
+def _add_ui(app: FastAPI, settings: ServerSettings, vision: bool) -> None:
+    from fastapi.staticfiles import StaticFiles
+
+    webui = resources.files("mmtune.infer") / "webui"
+
+    @app.get("/", include_in_schema=False)
+    async def index():
+        return FileResponse(str(webui / "index.html"))
+
+    @app.get("/ui/config", include_in_schema=False)
+    async def ui_config():  # what the page needs before the first request; no secrets
+        return {"model": settings.model_id, "vision": vision, "auth": settings.api_key is not None,
+                "max_tokens": settings.default_max_tokens}
+
+    app.mount("/ui", StaticFiles(directory=str(webui)), name="ui")
+
+
+@dataclass
+class RunningServer:
+    url: str  # http://host:port
+    server: object
+    thread: threading.Thread
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+def serve_in_thread(app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> RunningServer:
+    """Run `app` in a background thread (tests, notebooks, benchmarks); port 0 picks a free port."""
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))  # bound here, so the port is known before the thread starts and never raced
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="mmtune-server", daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not server.started and thread.is_alive() and time.time() < deadline:
+        time.sleep(0.02)
+    if not server.started:
+        raise RuntimeError("the server did not start")
+    host_part = f"[{host}]" if ":" in host else host
+    return RunningServer(f"http://{host_part}:{sock.getsockname()[1]}", server, thread)
+
+
+def run_server(loaded: LoadedModel, settings: ServerSettings, host: str, port: int) -> None:
+    """Serve until interrupted (the `mmtune serve` command)."""
+    import uvicorn
+
+    uvicorn.run(create_app(loaded, settings), host=host, port=port, log_level="info")

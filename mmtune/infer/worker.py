@@ -1,0 +1,144 @@
+"""One thread owns the model: requests become jobs in a bounded FIFO queue, answered one at a time.
+
+Why one thread: `generate` on one model is not something two requests should share (the seed is
+global, memory doubles, outputs could interleave), and a single owner makes that impossible by
+construction. The bound (`limit` jobs waiting or running) lets the server answer 429 at once
+instead of piling up work. A job whose client left (its `control.cancel` is set) is skipped if
+still waiting and stopped after the current token if running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from dataclasses import dataclass, field
+
+from mmtune.data.conversation import Message
+from mmtune.infer.api_schema import APIError
+from mmtune.infer.engine import (GenerationControl, GenerationSettings, context_length, count_prompt_tokens,
+                                 generate_reply, stream_reply)
+from mmtune.infer.load import LoadedModel
+
+log = logging.getLogger(__name__)
+
+
+def model_takes_images(loaded: LoadedModel) -> bool:
+    """Vision hook: a model loaded with an image processor (the LLaVA pipeline being built) takes
+    images; it then gets `Job.images` in the order of the IMAGE_PLACEHOLDERs in the messages."""
+    return getattr(loaded, "image_processor", None) is not None
+
+
+@dataclass
+class Job:
+    messages: list[Message]
+    settings: GenerationSettings
+    stream: bool
+    max_tokens_chosen: bool  # the client set max_tokens: over the context is an error, not a clip
+    images: list = field(default_factory=list)
+    control: GenerationControl = field(default_factory=GenerationControl)
+    # Events for the request handler, put from the worker thread through the handler's loop:
+    # ("start", None) once the prompt fits, ("piece", str)*, then ("done", str) or ("error", exc).
+    events: asyncio.Queue = field(default_factory=asyncio.Queue)
+    loop: asyncio.AbstractEventLoop | None = None
+
+    def emit(self, kind: str, value=None) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self.events.put_nowait, (kind, value))
+        except RuntimeError:  # the server's loop is closed: nobody is listening any more
+            pass
+
+
+class TrimStream:
+    """Streams pieces so that their concatenation equals the non-streamed, stripped answer."""
+
+    def __init__(self):
+        self.started, self.held = False, ""
+
+    def feed(self, piece: str) -> str:
+        if not self.started:
+            piece = piece.lstrip()
+            if not piece:
+                return ""
+            self.started = True
+        text = self.held + piece
+        body = text.rstrip()
+        self.held = text[len(body):]  # trailing whitespace waits until more text follows it
+        return body
+
+
+class GenerationWorker:
+    def __init__(self, loaded: LoadedModel, limit: int):
+        self.loaded, self.limit = loaded, limit
+        self.context = context_length(loaded.model)
+        self._jobs: queue.Queue[Job | None] = queue.Queue()
+        self._pending = 0  # jobs waiting or running
+        self._count_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def pending(self) -> int:
+        return self._pending
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="mmtune-generate", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._jobs.put(None)
+            self._thread.join(timeout=30)
+            self._thread = None
+
+    def submit(self, job: Job) -> bool:
+        """Queue `job`; False when `limit` jobs are already waiting or running (answer 429)."""
+        with self._count_lock:
+            if self._pending >= self.limit:
+                return False
+            self._pending += 1
+        job.loop = job.loop or asyncio.get_running_loop()
+        self._jobs.put(job)
+        return True
+
+    def _run(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            try:
+                self._answer(job)
+            except APIError as e:
+                job.emit("error", e)
+            except Exception as e:  # noqa: BLE001 - a bug: log it, answer 500, keep serving
+                log.exception("generation failed")
+                job.emit("error", e)
+            finally:
+                with self._count_lock:
+                    self._pending -= 1
+
+    def _answer(self, job: Job) -> None:
+        if job.control.cancel.is_set():  # its client left while it waited
+            job.control.finish_reason = "cancelled"
+            job.emit("done", "")
+            return
+        m = self.loaded
+        self._fit_context(job, count_prompt_tokens(m.tokenizer, m.template, job.messages))
+        job.emit("start")
+        if not job.stream:
+            job.emit("done", generate_reply(m.model, m.tokenizer, m.template, job.messages, job.settings, control=job.control))
+            return
+        trim = TrimStream()
+        for piece in stream_reply(m.model, m.tokenizer, m.template, job.messages, job.settings, control=job.control):
+            if text := trim.feed(piece):
+                job.emit("piece", text)
+        job.emit("done", None)
+
+    def _fit_context(self, job: Job, prompt_tokens: int) -> None:
+        if self.context is None:
+            return
+        room = self.context - prompt_tokens
+        wanted = job.settings.max_new_tokens
+        if room < 1 or (job.max_tokens_chosen and wanted > room):
+            raise APIError(400, f"this model's maximum context length is {self.context} tokens; the messages take "
+                                f"{prompt_tokens} tokens" + (f" and max_tokens asks for {wanted} more" if room >= 1 else ""),
+                           param="messages", code="context_length_exceeded")
+        job.settings.max_new_tokens = min(wanted, room)
