@@ -14,18 +14,40 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+class VisionConfig(Section):
+    path: str = Field(description="CLIP or SigLIP vision encoder: hub id or local directory")
+    feature_layer: int = Field(-2, description="hidden layer whose features feed the projector (-2: penultimate)")
+    feature_select: Literal["patch", "cls_patch"] = "patch"
+
+
+class ProjectorConfig(Section):
+    type: Literal["mlp2x_gelu", "resampler"] = "mlp2x_gelu"
+    query_nums: int = Field(64, ge=1, description="learned queries (image tokens) of the resampler")
+
+
 class ModelConfig(Section):
-    path: str = Field(description="HF hub id or local directory of the base model")
+    path: str = Field(description="HF hub id or local directory of the base model (the LLM of a VLM)")
     tokenizer: Optional[str] = Field(None, description="tokenizer path when it differs from the model's")
     trust_remote_code: bool = Field(False, description="run model code shipped with the checkpoint (only if you trust it)")
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
     attn_implementation: Optional[Literal["eager", "sdpa", "flash_attention_2", "flash_attention_3"]] = "sdpa"
+    vision: Optional[VisionConfig] = Field(None, description="makes the model a LLaVA-style VLM")
+    projector: ProjectorConfig = Field(default_factory=ProjectorConfig)
+    pretrained_projector: Optional[str] = Field(None, description="projector dir from a pretrain run (finetune stage)")
 
 
 class DatasetConfig(Section):
     path: str
     format: Literal["auto", "llava", "openai", "alpaca", "minicpm"] = "auto"
     repeat: int = Field(1, ge=1, description="repeat this file N times (weight small, important data up)")
+
+
+class SliceConfig(Section):
+    """MiniCPM-V style slicing of high-resolution images into a grid of slices plus a thumbnail."""
+
+    max_slice_nums: int = Field(9, ge=1)
+    scale_resolution: int = Field(448, ge=14)
+    patch_size: int = Field(14, ge=1)
 
 
 class DataConfig(Section):
@@ -37,6 +59,11 @@ class DataConfig(Section):
     overlong: Literal["truncate", "drop"] = "truncate"
     shuffle: bool = True
     num_proc: int = Field(1, ge=1, description="processes for tokenization")
+    image_folder: Optional[str] = Field(None, description="image paths in records are relative to this folder")
+    image_mode: Literal["pad", "resize"] = Field("pad", description="pad to square with the mean colour (LLaVA) or resize")
+    slice: Optional[SliceConfig] = None
+    bad_images: Literal["resample", "skip"] = Field("resample", description="a record whose image cannot be read")
+    max_bad_fraction: float = Field(0.05, ge=0, le=1, description="stop when more records than this have bad images")
 
 
 class LoraConfig(Section):
@@ -50,6 +77,17 @@ class LoraConfig(Section):
 class MethodConfig(Section):
     type: Literal["lora", "qlora", "full"] = "lora"
     lora: LoraConfig = Field(default_factory=LoraConfig)
+    stage: Literal["pretrain", "finetune"] = Field("finetune", description="VLM stage: pretrain trains the projector only")
+    trainable: Optional[list[str]] = Field(
+        None, description="VLM parts to train: projector, llm, llm.lora, vision, vision.lora (default by stage and type)"
+    )
+
+    def vlm_trainable(self) -> list[str]:
+        if self.trainable is not None:
+            return list(self.trainable)
+        if self.stage == "pretrain":
+            return ["projector"]
+        return ["projector", "llm"] if self.type == "full" else ["projector", "llm.lora"]
 
 
 class TrainConfig(Section):
@@ -76,6 +114,7 @@ class TrainConfig(Section):
 class EvalConfig(Section):
     every_n_steps: int = Field(500, ge=1, description="answer evaluation_inputs every N steps and at the end")
     evaluation_inputs: list[str] = Field(default_factory=list)
+    evaluation_images: list[str] = Field(default_factory=list, description="images for the evaluation inputs (VLM)")
     system: Optional[str] = None
     max_new_tokens: int = Field(64, ge=1)
 

@@ -21,6 +21,7 @@ import torch
 from mmtune.data.conversation import Conversation
 from mmtune.data.encode import ConversationEncoder, encoder_from_recipe
 from mmtune.data.packing import concat_samples, pack_lengths
+from mmtune.errors import DataError
 
 log = logging.getLogger(__name__)
 CACHE_FORMAT = "1"  # bump when the encoded layout changes
@@ -71,9 +72,10 @@ def tokenizer_digest(tokenizer) -> str:
     return hashlib.sha1(canonical.encode()).hexdigest()
 
 
-def cache_key(recipe, tokenizer) -> str:
+def cache_key(recipe, tokenizer, image_spec=None) -> str:
     template = recipe.data.template
     parts = {
+        "images": repr(image_spec),
         "format": CACHE_FORMAT,
         "files": [(_file_digest(d.path), d.format, d.repeat) for d in recipe.data.datasets],
         "tokenizer": tokenizer_digest(tokenizer),
@@ -95,28 +97,41 @@ def dataset_cache_root() -> Path:
     return Path(base) / "datasets"
 
 
-def _encode_batch(batch: dict, encoder: ConversationEncoder) -> dict:
-    out = {"input_ids": [], "labels": [], "status": []}
-    for messages, source in zip(batch["messages"], batch["source"]):
+def _encode_batch(batch: dict, encoder: ConversationEncoder, image_spec=None) -> dict:
+    from mmtune.data.vlm import expand_images, fit_length
+
+    out = {"input_ids": [], "labels": [], "status": [], "error": [], "images": [], "grids": [], "source": []}
+    for messages, source, images in zip(batch["messages"], batch["source"], batch["images"]):
         conv = Conversation.from_dict({"messages": messages, "source": source})
-        full = encoder.encode_full(conv)
-        status = "ok"
-        if len(full.input_ids) > encoder.max_length:
-            cut = encoder.encode(conv)
-            status = "truncated" if cut is not None else "dropped"
-            full = cut or full
-        out["input_ids"].append(full.input_ids if status != "dropped" else [])
-        out["labels"].append(full.labels if status != "dropped" else [])
+        paths, grids, error = [], [], ""
+        try:
+            full = encoder.encode_full(conv)
+            if image_spec is not None:
+                full, paths, grids = expand_images(full, images, image_spec, source)
+                sample, status = fit_length(full, encoder.max_length, encoder.overlong, image_spec.image_token_id)
+            elif len(full.input_ids) > encoder.max_length:
+                sample = encoder.encode(conv)
+                status = "truncated" if sample is not None else "dropped"
+            else:
+                sample, status = full, "ok"
+        except DataError as e:
+            sample, status, error = None, "bad", e.format()
+        out["input_ids"].append(sample.input_ids if sample else [])
+        out["labels"].append(sample.labels if sample else [])
         out["status"].append(status)
+        out["error"].append(error)
+        out["images"].append(paths)
+        out["grids"].append(grids)
+        out["source"].append(source)
     return out
 
 
-def encode_recipe_data(recipe, tokenizer, *, use_cache: bool = True):
-    """(datasets.Dataset with input_ids/labels, DataStats) for the recipe's training data."""
+def encode_recipe_data(recipe, tokenizer, *, image_spec=None, use_cache: bool = True):
+    """(datasets.Dataset with input_ids/labels (+ images/grids for a VLM), DataStats)."""
     import datasets
 
     stats = DataStats()
-    key = cache_key(recipe, tokenizer)
+    key = cache_key(recipe, tokenizer, image_spec)
     cached = dataset_cache_root() / key
     if use_cache and (cached / "stats.json").exists():
         stats = DataStats(**json.loads((cached / "stats.json").read_text()))
@@ -126,15 +141,15 @@ def encode_recipe_data(recipe, tokenizer, *, use_cache: bool = True):
 
     convs = load_conversations(recipe.data.datasets, stats)
     if not convs:
-        from mmtune.errors import DataError
-
         raise DataError("no usable conversations in the recipe's datasets", hint="run `mmtune data check FILE`")
-    raw = datasets.Dataset.from_list([{"messages": c.to_dict()["messages"], "source": c.source} for c in convs])
+    raw = datasets.Dataset.from_list(
+        [{"messages": c.to_dict()["messages"], "source": c.source, "images": list(c.images)} for c in convs]
+    )
     encoder = encoder_from_recipe(recipe, tokenizer)
     encoded = raw.map(
         _encode_batch,
         batched=True,
-        fn_kwargs={"encoder": encoder},
+        fn_kwargs={"encoder": encoder, "image_spec": image_spec},
         remove_columns=raw.column_names,
         num_proc=recipe.data.num_proc if len(raw) >= 1000 * recipe.data.num_proc else None,
         desc="tokenizing",
@@ -142,7 +157,12 @@ def encode_recipe_data(recipe, tokenizer, *, use_cache: bool = True):
     status = encoded["status"]
     stats.truncated = status.count("truncated")
     stats.dropped_overlong = status.count("dropped")
-    encoded = encoded.filter(lambda s: s != "dropped", input_columns="status").remove_columns("status")
+    bad = [e for e in encoded["error"] if e]
+    if bad:
+        stats.bad_records += len(bad)
+        log.warning("skipped %d record(s) with bad images or image placeholders; first: %s", len(bad), bad[0])
+    drop = ["status", "error"] + ([] if image_spec is not None else ["images", "grids", "source"])
+    encoded = encoded.filter(lambda s: s in ("ok", "truncated"), input_columns="status").remove_columns(drop)
     lengths = [len(x) for x in encoded["input_ids"]]
     stats.samples = len(lengths)
     stats.tokens = sum(lengths)
@@ -163,11 +183,24 @@ def encode_recipe_data(recipe, tokenizer, *, use_cache: bool = True):
 
 
 class TrainRows(torch.utils.data.Dataset):
-    """Training rows over encoded samples: packed bins, or one sample per row."""
+    """Training rows over encoded samples: packed bins, or one sample per row.
 
-    def __init__(self, encoded, *, pack: bool, max_length: int, seed: int = 0):
+    For a VLM `image_loader` turns a sample's images into pixel_values. A sample whose image cannot
+    be read is logged and counted, then either its row is replaced by another (`bad_images:
+    resample`, as MiniCPM-V does) or the sample is left out of its row (`skip`); past
+    `max_bad_fraction` of the samples seen, training stops with a clear error.
+    """
+
+    def __init__(self, encoded, *, pack: bool, max_length: int, seed: int = 0, image_loader=None,
+                 bad_images: str = "resample", max_bad_fraction: float = 1.0):
         self.encoded = encoded
         self.pack = pack
+        self.image_loader = image_loader
+        self.bad_images = bad_images
+        self.max_bad_fraction = max_bad_fraction
+        self.seen = 0
+        self.bad = 0
+        self._rng = random.Random(seed)
         lengths = [len(x) for x in encoded["input_ids"]]
         if pack:
             bins = pack_lengths(lengths, max_length)
@@ -181,7 +214,44 @@ class TrainRows(torch.utils.data.Dataset):
         return len(self.rows)
 
     def __getitem__(self, i: int) -> dict:
-        samples = [self.encoded[j] for j in self.rows[i]]
-        if self.pack:
-            return concat_samples(samples)
-        return {"input_ids": samples[0]["input_ids"], "labels": samples[0]["labels"]}
+        for _attempt in range(100):
+            samples = [self.encoded[j] for j in self.rows[i]]
+            if self.image_loader is not None:
+                samples = self._with_pixels(samples)
+                if samples is None:  # resample: another row
+                    i = self._rng.randrange(len(self.rows))
+                    continue
+            return self._row(samples)
+        raise DataError("100 rows in a row had unreadable images", hint="check the data with `mmtune data check`")
+
+    def _row(self, samples: list[dict]) -> dict:
+        row = concat_samples(samples) if self.pack else {"input_ids": samples[0]["input_ids"], "labels": samples[0]["labels"]}
+        pixels = [s["pixel_values"] for s in samples if s.get("pixel_values") is not None]
+        if pixels:
+            row["pixel_values"] = torch.cat(pixels)
+        return row
+
+    def _with_pixels(self, samples: list[dict]) -> list[dict] | None:
+        kept = []
+        for s in samples:
+            self.seen += 1
+            if not s["images"]:
+                kept.append(s)
+                continue
+            try:
+                kept.append({**s, "pixel_values": self.image_loader(s["images"], s["grids"], s.get("source", "sample"))})
+            except DataError as e:
+                self._count_bad(e)
+                if self.bad_images == "resample":
+                    return None
+        return kept or None
+
+    def _count_bad(self, error: DataError) -> None:
+        self.bad += 1
+        log.warning("unreadable image (%d so far, policy %s): %s", self.bad, self.bad_images, error.format())
+        if self.seen >= 20 and self.bad / self.seen > self.max_bad_fraction:
+            raise DataError(
+                f"{self.bad} of {self.seen} samples had unreadable images, more than data.max_bad_fraction "
+                f"{self.max_bad_fraction:.0%}",
+                hint="fix the image folder or the data (`mmtune data check FILE --image-folder DIR`)",
+            )

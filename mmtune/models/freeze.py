@@ -15,15 +15,12 @@ the whole LM (and would untie its head from its embeddings).
 
 from __future__ import annotations
 
-import logging
 import re
 
 from torch import nn
 
 from mmtune.errors import ConfigError
 from mmtune.models.projector import llava_core
-
-log = logging.getLogger(__name__)
 
 GROUPS = ("projector", "llm", "llm.lora", "vision", "vision.lora")
 # Module names in LlavaForConditionalGeneration (peft prefixes them with base_model.model.).
@@ -65,7 +62,8 @@ def _layer_linears(module: nn.Module, keep_layer) -> set[str]:
 def used_vision_layers(config) -> int:
     """How many vision encoder layers feed `vision_feature_layer` (hidden_states[0] = embeddings)."""
     n_layers = config.vision_config.num_hidden_layers
-    layers = config.vision_feature_layer if isinstance(config.vision_feature_layer, list) else [config.vision_feature_layer]
+    layers = config.vision_feature_layer
+    layers = layers if isinstance(layers, list) else [layers]
     return max(i if i >= 0 else n_layers + 1 + i for i in layers)
 
 

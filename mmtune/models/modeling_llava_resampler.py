@@ -108,7 +108,9 @@ class LlavaResamplerForConditionalGeneration(LlavaForConditionalGeneration):
 class LlavaResamplerProcessor(LlavaProcessor):
     """LlavaProcessor that expands each `<image>` to `query_nums` tokens."""
 
-    def __init__(self, image_processor=None, tokenizer=None, query_nums=64, chat_template=None, image_token="<image>", **kwargs):
+    def __init__(
+        self, image_processor=None, tokenizer=None, query_nums=64, chat_template=None, image_token="<image>", **kwargs
+    ):
         kwargs.pop("patch_size", None)
         kwargs.pop("vision_feature_select_strategy", None)
         self.query_nums = query_nums

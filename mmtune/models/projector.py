@@ -15,7 +15,6 @@ import json
 import logging
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from mmtune.errors import MmtuneError
