@@ -219,7 +219,7 @@ class TrainRows(torch.utils.data.Dataset):
             if self.image_loader is not None:
                 samples = self._with_pixels(samples)
                 if samples is None:  # resample: another row
-                    i = self._rng.randrange(len(self.rows))
+                    i = (i + 1 + self._rng.randrange(max(len(self.rows) - 1, 1))) % len(self.rows)
                     continue
             return self._row(samples)
         raise DataError("100 rows in a row had unreadable images", hint="check the data with `mmtune data check`")

@@ -82,31 +82,37 @@ def image_spec_for(tokenizer, image_token_id: int, tokens_per_image: int, data_c
     )
 
 
-def expand_images(sample: EncodedSample, images: list[str], spec: ImageSpec, source: str):
-    """(sample with image tokens expanded, resolved image paths, grids). DataError on a bad record."""
+def expand_images(sample: EncodedSample, images: list, spec: ImageSpec, source: str, grids: list | None = None):
+    """(sample with image tokens expanded, resolved image paths, grids). DataError on a bad record.
+
+    Training passes image paths (resolved under the image folder, grids read from the files);
+    inference passes the grids of images already in memory."""
     positions = [i for i, t in enumerate(sample.input_ids) if t == spec.image_token_id]
     if len(positions) != len(images):
         raise DataError(f"{len(positions)} <image> placeholder(s) in the text but {len(images)} image(s)",
                         where=f"{source}:images")
-    if images and spec.image_folder is None:
+    if grids is None and images and spec.image_folder is None:
         raise DataError("the record has images but the recipe sets no data.image_folder", where=f"{source}:images")
-    paths, grids = [], []
+    paths, out_grids = [], []
     ids: list[int] = []
     labels: list[int] = []
     start = 0
     for k, (pos, image) in enumerate(zip(positions, images)):
-        where = f"{source}:images[{k}]"
-        path = str(resolve_image_path(image, spec.image_folder, where))
-        grid = spec.grid_for(path, where)
+        if grids is None:
+            where = f"{source}:images[{k}]"
+            path = str(resolve_image_path(image, spec.image_folder, where))
+            grid = spec.grid_for(path, where)
+            paths.append(path)
+        else:
+            grid = grids[k]
         layout = spec.layout_ids(grid)
         ids += sample.input_ids[start:pos] + layout
         labels += sample.labels[start:pos] + [IGNORE_INDEX] * len(layout)
         start = pos + 1
-        paths.append(path)
-        grids.append(list(grid))
+        out_grids.append(list(grid))
     ids += sample.input_ids[start:]
     labels += sample.labels[start:]
-    return EncodedSample(ids, labels), paths, grids
+    return EncodedSample(ids, labels), paths, out_grids
 
 
 def fit_length(sample: EncodedSample, max_length: int, overlong: str, image_token_id: int) -> tuple[EncodedSample | None, str]:
@@ -122,7 +128,7 @@ def fit_length(sample: EncodedSample, max_length: int, overlong: str, image_toke
 
 
 class ImageLoader:
-    """Open, shape, slice and process the images of one sample into pixel_values."""
+    """Shape, slice and process images into pixel_values (one row per (sub-)image, token order)."""
 
     def __init__(self, image_processor, mode: str = "pad", slice_cfg=None):
         self.image_processor = image_processor
@@ -131,15 +137,22 @@ class ImageLoader:
         mean = getattr(image_processor, "image_mean", None)
         self.background = background_from_mean(mean) if mean is not None else (127, 127, 127)
 
-    def sub_images(self, path: str, grid, where: str):
-        img = open_image(path, where)
-        if tuple(grid) == (1, 1) and self.slice_cfg is None:
+    def sub_images(self, img) -> list:
+        if self.slice_cfg is None:
             return [prepare_image(img, self.mode, background=self.background)]
         s = self.slice_cfg
         return slice_image(img, s.max_slice_nums, s.scale_resolution, s.patch_size).images
 
-    def __call__(self, paths: list[str], grids: list, source: str) -> torch.Tensor:
-        pictures = []
-        for k, (path, grid) in enumerate(zip(paths, grids)):
-            pictures += self.sub_images(path, grid, f"{source}:images[{k}]")
+    def grid(self, img) -> tuple[int, int]:
+        if self.slice_cfg is None:
+            return (1, 1)
+        return slice_grid(*img.size, self.slice_cfg.max_slice_nums, self.slice_cfg.scale_resolution)
+
+    def process(self, images: list) -> torch.Tensor:
+        """pixel_values for PIL images (inference: images given directly)."""
+        pictures = [p for img in images for p in self.sub_images(img)]
         return self.image_processor(images=pictures, return_tensors="pt")["pixel_values"]
+
+    def __call__(self, paths: list[str], grids: list, source: str) -> torch.Tensor:
+        """pixel_values for a training sample's image files (DataError when one cannot be read)."""
+        return self.process([open_image(path, f"{source}:images[{k}]") for k, path in enumerate(paths)])

@@ -16,6 +16,7 @@ from mmtune.data.templates import Template, get_template
 from mmtune.errors import MmtuneError
 from mmtune.train.callbacks import read_meta, write_meta
 from mmtune.train.checkpoints import has_weights
+from mmtune.train.deepspeed.consolidate import is_unconsolidated_zero_checkpoint
 
 log = logging.getLogger(__name__)
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
@@ -37,7 +38,8 @@ def check_checkpoint(checkpoint: Path) -> None:
     if not has_weights(checkpoint):
         raise MmtuneError(f"checkpoint {str(checkpoint)!r} holds no model or adapter weights",
                           hint="point at a checkpoint-N or final directory of a training run")
-    if is_adapter_dir(checkpoint) and not (checkpoint / "adapter_model.safetensors").exists():
+    if is_adapter_dir(checkpoint) and not (checkpoint / "adapter_model.safetensors").exists() \
+            and not is_unconsolidated_zero_checkpoint(checkpoint):
         raise MmtuneError(f"checkpoint {str(checkpoint)!r} has adapter_config.json but no adapter_model.safetensors")
 
 
@@ -56,7 +58,13 @@ def checkpoint_to_hf(recipe, checkpoint: str | Path, out: str | Path) -> Path:
     checkpoint, out = Path(checkpoint), Path(out)
     check_checkpoint(checkpoint)
     out.mkdir(parents=True, exist_ok=True)
-    if is_adapter_dir(checkpoint):
+    if recipe.model.vision is not None:  # LLaVA: one merged model + processor (or the projector)
+        from mmtune.export.llava import export_llava
+
+        kind = export_llava(recipe, checkpoint, out)
+    elif is_unconsolidated_zero_checkpoint(checkpoint):  # ZeRO-3 shards only: rebuild with DeepSpeed's zero_to_fp32
+        kind = _export_zero_shards(recipe, checkpoint, out)
+    elif is_adapter_dir(checkpoint):
         for name in ADAPTER_FILES:
             shutil.copyfile(checkpoint / name, out / name)
         config = json.loads((out / "adapter_config.json").read_text())
@@ -66,12 +74,24 @@ def checkpoint_to_hf(recipe, checkpoint: str | Path, out: str | Path) -> Path:
     else:
         _export_full_model(recipe, checkpoint, out)
         kind = "full model"
-    export_tokenizer(recipe, checkpoint, out)
+    if recipe.model.vision is None:
+        export_tokenizer(recipe, checkpoint, out)
     meta = read_meta(checkpoint) or {}
     meta.update({"base_model": recipe.model.path, "template": recipe.data.template, "exported_from": str(checkpoint)})
     write_meta(out, meta)
     log.info("exported %s to %s", kind, out)
     return out
+
+
+def _export_zero_shards(recipe, checkpoint: Path, out: Path) -> str:
+    from mmtune.train.deepspeed.consolidate import consolidate_adapter, consolidate_full
+
+    trust = recipe.model.trust_remote_code
+    if is_adapter_dir(checkpoint):
+        consolidate_adapter(checkpoint, out, recipe.model.path, trust_remote_code=trust)
+        return "LoRA adapter (from ZeRO shards)"
+    consolidate_full(checkpoint, out, trust_remote_code=trust)
+    return "full model (from ZeRO shards)"
 
 
 def _export_full_model(recipe, checkpoint: Path, out: Path) -> None:

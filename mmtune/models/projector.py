@@ -170,3 +170,22 @@ def load_projector(model, path_dir) -> dict:
         log.info("projector from %s was trained with %s + %s", path_dir, info.get("vision_encoder"), info.get("llm"))
     return info
 
+
+
+def load_projector_from_state(model, checkpoint_dir) -> None:
+    """Load the projector weights out of a full-model training checkpoint (pretrain stage)."""
+    from safetensors import safe_open
+
+    checkpoint_dir = Path(checkpoint_dir)
+    files = sorted(checkpoint_dir.glob("model*.safetensors"))
+    marker = "multi_modal_projector."
+    state = {}
+    for f in files:
+        with safe_open(str(f), framework="pt") as handle:
+            for key in handle.keys():
+                if marker in key:
+                    state[key.split(marker, 1)[1]] = handle.get_tensor(key)
+    if not state:
+        raise MmtuneError(f"no projector weights in {str(checkpoint_dir)!r}",
+                          hint="point at a checkpoint-N of a pretrain run, or its final/ projector dir")
+    projector_module(model).load_state_dict(state)

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from mmtune.errors import MmtuneError
 
-WEIGHT_FILES = ("adapter_model.safetensors", "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+WEIGHT_FILES = ("adapter_model.safetensors", "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "projector.safetensors")
 
 
 def has_weights(path: Path) -> bool:

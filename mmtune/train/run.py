@@ -13,12 +13,13 @@ from pathlib import Path
 
 from mmtune.config.load import dump_config
 from mmtune.data.collate import FlatCollator, PaddingCollator
-from mmtune.data.dataset import DataStats, TrainRows, encode_recipe_data
+from mmtune.data.dataset import DataStats, TrainRows
 from mmtune.data.templates import Template, get_template
 from mmtune.errors import MmtuneError
 from mmtune.models.adapters import apply_method, count_parameters
 from mmtune.models.load import load_causal_lm, load_tokenizer, pick_device
 from mmtune.train import callbacks as cb
+from mmtune.train import launch
 from mmtune.train.checkpoints import resolve_resume
 
 log = logging.getLogger("mmtune.train")
@@ -36,6 +37,8 @@ class TrainResult:
 def setup_logging(work_dir: Path) -> None:
     """Readable log lines to the console and to work_dir/train.log."""
     logger = logging.getLogger("mmtune")
+    if launch.quiet_other_ranks(logger):  # rank > 0 of a multi-process run: warnings only, no log file
+        return
     logger.setLevel(logging.INFO)
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
     for h in list(logger.handlers):
@@ -48,7 +51,8 @@ def setup_logging(work_dir: Path) -> None:
     logger.propagate = False
 
 
-def training_arguments(recipe, work_dir: Path, device: str, deepspeed: str | dict | None):
+def training_arguments(recipe, work_dir: Path, device: str, deepspeed: str | dict | None,
+                       fsdp: str | None = None, fsdp_offload: bool = False):
     from transformers import TrainingArguments
 
     t = recipe.train
@@ -81,11 +85,12 @@ def training_arguments(recipe, work_dir: Path, device: str, deepspeed: str | dic
         report_to="none",  # TensorBoard is added as a callback with our own log dir
         deepspeed=deepspeed,
         ddp_find_unused_parameters=False if recipe.method.type != "full" else None,
+        **launch.fsdp_arguments(fsdp, fsdp_offload),
     )
 
 
 def run_training(recipe, work_dir: str | Path, *, resume: str | None = None, deepspeed=None,
-                 extra_callbacks: list | None = None) -> TrainResult:
+                 fsdp: str | None = None, fsdp_offload: bool = False, extra_callbacks: list | None = None) -> TrainResult:
     from transformers.trainer_callback import ProgressCallback
 
     from mmtune.train.trainer import MmtuneTrainer
@@ -95,16 +100,32 @@ def run_training(recipe, work_dir: str | Path, *, resume: str | None = None, dee
     work_dir.mkdir(parents=True, exist_ok=True)
     setup_logging(work_dir)
     (work_dir / "config.yaml").write_text(dump_config(recipe), encoding="utf-8")
-    device = pick_device(recipe.train.device)
+    device = launch.bind_local_device(pick_device(recipe.train.device))
+    log.info("parallelism: %s", launch.check_strategy(recipe, deepspeed, fsdp, fsdp_offload))
     log.info("work dir %s, device %s, method %s, precision %s", work_dir, device, recipe.method.type, recipe.train.precision)
 
-    tokenizer = load_tokenizer(recipe.model)
+    args = training_arguments(recipe, work_dir, device, deepspeed, fsdp, fsdp_offload)  # validates before loading weights
+    launch.init_deepspeed_comm(args)
+    from transformers import set_seed
+
+    set_seed(recipe.train.seed)  # LoRA / new-weight init draws from the global RNG
+    vlm = None
+    if recipe.model.vision is not None:  # the VLM's tokenizer (image token) comes with its model
+        from mmtune.train.vlm import build_vlm
+
+        vlm = build_vlm(recipe, device)
+        tokenizer = vlm.tokenizer
+    else:
+        tokenizer = load_tokenizer(recipe.model)
     template = get_template(recipe.data.template, tokenizer)
     if isinstance(template, Template):
         # Checkpoints then carry the training format, so exported tokenizers reproduce it.
         tokenizer.chat_template = template.to_jinja()
-    encoded, stats = encode_recipe_data(recipe, tokenizer)
-    rows = TrainRows(encoded, pack=recipe.data.pack_to_max_length, max_length=recipe.data.max_length, seed=recipe.train.seed)
+    # one rank tokenizes, the others reuse its cache
+    encoded, stats = launch.encode_once(recipe, tokenizer, image_spec=vlm.image_spec if vlm else None)
+    rows = TrainRows(encoded, pack=recipe.data.pack_to_max_length, max_length=recipe.data.max_length,
+                     seed=recipe.train.seed, image_loader=vlm.image_loader if vlm else None,
+                     bad_images=recipe.data.bad_images, max_bad_fraction=recipe.data.max_bad_fraction)
     stats.rows = len(rows)
     log.info("data: %d records (%d bad), %d samples, %d tokens (%d trained), %d truncated, %d dropped -> %d rows%s",
              stats.records, stats.bad_records, stats.samples, stats.tokens, stats.trained_tokens,
@@ -114,18 +135,17 @@ def run_training(recipe, work_dir: str | Path, *, resume: str | None = None, dee
     if resume == "auto":
         log.info("resuming from %s" % resume_from if resume_from else "no complete checkpoint in the work dir: starting fresh")
 
-    args = training_arguments(recipe, work_dir, device, deepspeed)  # validates before loading weights
-    from transformers import set_seed
-
-    set_seed(recipe.train.seed)  # LoRA / new-weight init draws from the global RNG
-    model = load_causal_lm(
-        recipe.model,
-        precision=recipe.train.precision,
-        quantize_4bit=recipe.method.type == "qlora",
-        device=device,
-    )
-    model.config.use_cache = False  # needed for packed rows and gradient checkpointing
-    model = apply_method(model, recipe.method, gradient_checkpointing=recipe.train.gradient_checkpointing)
+    if vlm is not None:
+        model = vlm.model
+    else:
+        model = load_causal_lm(
+            recipe.model,
+            precision=recipe.train.precision,
+            quantize_4bit=recipe.method.type == "qlora",
+            device=device,
+        )
+        model.config.use_cache = False  # needed for packed rows and gradient checkpointing
+        model = apply_method(model, recipe.method, gradient_checkpointing=recipe.train.gradient_checkpointing)
     trainable, total = count_parameters(model)
     log.info("parameters: %s trainable of %s (%.2f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / max(total, 1))
 
@@ -136,6 +156,10 @@ def run_training(recipe, work_dir: str | Path, *, resume: str | None = None, dee
         "system": recipe.data.system,
         "trust_remote_code": recipe.model.trust_remote_code,
     }
+    if vlm is not None:
+        from mmtune.train.vlm import vlm_meta
+
+        meta.update(vlm_meta(recipe))
     from torch.utils.tensorboard import SummaryWriter
 
     sample_cb = cb.SampleChatCallback(
@@ -152,7 +176,7 @@ def run_training(recipe, work_dir: str | Path, *, resume: str | None = None, dee
         data_collator=FlatCollator() if rows.pack else PaddingCollator(tokenizer.pad_token_id),
         processing_class=tokenizer,
         callbacks=[
-            sample_cb,
+            launch.sample_chat_callback(sample_cb, args),
             cb.ReadableLogCallback(),
             cb.LossPlotCallback(work_dir),
             cb.MetaCallback(meta),
@@ -166,7 +190,12 @@ def run_training(recipe, work_dir: str | Path, *, resume: str | None = None, dee
     trainer.train(resume_from_checkpoint=resume_from)
 
     final_dir = work_dir / "final"
-    trainer.save_model(str(final_dir))
+    if vlm is not None:
+        from mmtune.train.vlm import save_final
+
+        save_final(trainer, vlm, recipe, final_dir)
+    else:
+        trainer.save_model(str(final_dir))
     tokenizer.save_pretrained(str(final_dir))
     cb.write_meta(final_dir, meta)
     log.info("final model saved to %s; loss curve %s", final_dir, work_dir / "loss.png")

@@ -1,0 +1,86 @@
+"""Export a LLaVA training checkpoint as one plain transformers model directory.
+
+Finetune with LoRA: the LLaVA model is rebuilt as in training (LLM + vision encoder + pretrained
+projector), the adapter (LLM LoRA, vision LoRA, projector) is loaded and merged, and the full model
+is saved with its processor — `LlavaForConditionalGeneration` / `AutoModelForImageTextToText` and
+`AutoProcessor` load it without mmtune. Full finetune: the checkpoint holds the model already.
+Pretrain: the projector alone (projector.safetensors + projector.json).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from mmtune.data.templates import Template, get_template
+from mmtune.errors import MmtuneError
+
+log = logging.getLogger(__name__)
+
+
+def _rebuild(recipe):
+    """The LLaVA model + processor as training built them, before any trained weights."""
+    from mmtune.data.vlm import SLICE_END, SLICE_START
+    from mmtune.models.llava import build_llava
+    from mmtune.models.projector import load_projector
+
+    m = recipe.model
+    model, processor = build_llava(
+        m.path, m.vision.path, projector=m.projector.type, vision_feature_layer=m.vision.feature_layer,
+        vision_feature_select=m.vision.feature_select, dtype="float32", trust_remote_code=m.trust_remote_code,
+        attn_implementation=m.attn_implementation, tokenizer_path=m.tokenizer, resampler_query_nums=m.projector.query_nums,
+    )
+    if recipe.data.slice is not None:
+        processor.tokenizer.add_tokens([SLICE_START, SLICE_END], special_tokens=True)
+        if len(processor.tokenizer) > model.get_input_embeddings().weight.shape[0]:
+            model.resize_token_embeddings(len(processor.tokenizer), mean_resizing=True)
+    if m.pretrained_projector:
+        load_projector(model, m.pretrained_projector)
+    return model, processor
+
+
+def export_llava(recipe, checkpoint: Path, out: Path) -> str:
+    from mmtune.export.to_hf import is_adapter_dir
+
+    if recipe.method.stage == "pretrain":
+        return _export_projector(recipe, checkpoint, out)
+    model, processor = _rebuild(recipe)
+    if is_adapter_dir(checkpoint):
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(checkpoint)).merge_and_unload()
+        kind = "LLaVA model (adapter merged)"
+    else:
+        from transformers import AutoModelForImageTextToText
+
+        try:
+            model = AutoModelForImageTextToText.from_pretrained(str(checkpoint), dtype="auto",
+                                                               trust_remote_code=recipe.model.trust_remote_code)
+        except (OSError, ValueError) as e:
+            raise MmtuneError(f"cannot read the model in {str(checkpoint)!r}: {e}".splitlines()[0]) from None
+        kind = "LLaVA model"
+    model.config.use_cache = True
+    model.config.text_config.use_cache = True
+    model.save_pretrained(str(out))
+    template = get_template(recipe.data.template, processor.tokenizer)
+    if isinstance(template, Template):
+        processor.tokenizer.chat_template = template.to_jinja()
+        processor.chat_template = processor.tokenizer.chat_template
+    processor.save_pretrained(str(out))
+    return kind
+
+
+def _export_projector(recipe, checkpoint: Path, out: Path) -> str:
+    """A pretrain checkpoint -> the projector dir a finetune recipe points at."""
+    import shutil
+
+    from mmtune.models.projector import INFO_NAME, WEIGHTS_NAME, load_projector_from_state, save_projector
+
+    if (checkpoint / INFO_NAME).exists():  # already a projector dir (the run's final/)
+        for name in (WEIGHTS_NAME, INFO_NAME):
+            shutil.copyfile(checkpoint / name, out / name)
+        return "pretrained projector"
+    model, _ = _rebuild(recipe)
+    load_projector_from_state(model, checkpoint)
+    save_projector(model, out)
+    return "pretrained projector"

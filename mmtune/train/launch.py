@@ -1,0 +1,289 @@
+"""Multi-process training: start torchrun, and the few things a worker does differently.
+
+`NPROC_PER_NODE=N [NNODES=M NODE_RANK=R MASTER_ADDR=A MASTER_PORT=P] mmtune train CONFIG` re-runs
+the same command under `python -m torch.distributed.run` (XTuner's convention); plain
+`torchrun --nproc_per_node N -m mmtune train CONFIG` works as well. Inside a worker:
+
+- data is tokenized once: every rank takes a file lock on the dataset cache entry before
+  `encode_recipe_data`; the first holder encodes and caches, the others then load the cache.
+  Waiting on a file lock is no collective, so a long tokenization cannot hit the process group's
+  timeout (`ddp_timeout`, 30 min by default);
+- only global rank 0 writes the log file and logs at INFO (other ranks log warnings, prefixed);
+- under ZeRO-3 / FSDP every forward pass gathers parameters from all ranks, so the sample-chat
+  callback generates on every rank (`synced_gpus`) and rank 0 alone writes the answers.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from mmtune.errors import MmtuneError
+
+log = logging.getLogger("mmtune.train")
+LAUNCH_VARS = ("NPROC_PER_NODE", "NNODES", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT")
+FSDP_MODES = ("full_shard", "shard_grad_op")
+
+
+# ---- the launcher -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    nproc_per_node: int
+    nnodes: int = 1
+    node_rank: int = 0
+    master_addr: str | None = None
+    master_port: int | None = None
+
+    @property
+    def world_size(self) -> int:
+        return self.nproc_per_node * self.nnodes
+
+
+def in_worker(env=None) -> bool:
+    """True inside a process started by torchrun (or any launcher that sets the torch env vars)."""
+    env = os.environ if env is None else env
+    return "LOCAL_RANK" in env and "WORLD_SIZE" in env
+
+
+def _int_var(env, name: str, default: int | None, minimum: int) -> int | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise MmtuneError(f"{name}={raw!r} is not a whole number", hint=f"e.g. {name}={max(minimum, 1)}") from None
+    if value < minimum:
+        raise MmtuneError(f"{name}={value} must be at least {minimum}")
+    return value
+
+
+def plan_from_env(env=None) -> LaunchPlan | None:
+    """The torchrun launch the environment asks for, or None for a plain single-process run.
+
+    None as well inside a torchrun worker (the launch already happened) and for NPROC_PER_NODE=1
+    on one node."""
+    env = os.environ if env is None else env
+    if in_worker(env):
+        return None
+    nproc = _int_var(env, "NPROC_PER_NODE", None, 1)
+    nnodes = _int_var(env, "NNODES", 1, 1)
+    if nproc is None:
+        if nnodes > 1:
+            raise MmtuneError(f"NNODES={nnodes} is set but NPROC_PER_NODE is not", hint="set NPROC_PER_NODE (processes per node)")
+        return None
+    node_rank = _int_var(env, "NODE_RANK", 0, 0)
+    if node_rank >= nnodes:
+        raise MmtuneError(f"NODE_RANK={node_rank} must be below NNODES={nnodes}")
+    port = _int_var(env, "MASTER_PORT", None, 1)
+    if port is not None and port > 65535:
+        raise MmtuneError(f"MASTER_PORT={port} is not a TCP port (1-65535)")
+    addr = env.get("MASTER_ADDR", "").strip() or None
+    if nnodes > 1 and not addr:
+        raise MmtuneError(f"NNODES={nnodes} needs MASTER_ADDR (the address of the node with NODE_RANK=0)")
+    if nproc == 1 and nnodes == 1:
+        return None
+    return LaunchPlan(nproc, nnodes, node_rank, addr, port)
+
+
+def torchrun_args(plan: LaunchPlan) -> list[str]:
+    """torchrun's options for the plan. One node without MASTER_PORT uses `--standalone` (a free
+    local port, so two jobs on one machine do not collide); otherwise a static rendezvous."""
+    args = [f"--nproc_per_node={plan.nproc_per_node}"]
+    if plan.nnodes == 1 and plan.master_port is None and plan.master_addr is None:
+        return ["--standalone", *args]
+    args += [f"--nnodes={plan.nnodes}", f"--node_rank={plan.node_rank}",
+             f"--master_addr={plan.master_addr or '127.0.0.1'}", f"--master_port={plan.master_port or 29500}"]
+    return args
+
+
+def launch_command(plan: LaunchPlan, mmtune_args: list[str]) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", *torchrun_args(plan), "-m", "mmtune", *mmtune_args]
+
+
+def launch(plan: LaunchPlan, mmtune_args: list[str]) -> int:
+    """Run `mmtune <mmtune_args>` in plan.nproc_per_node workers on this node; their exit status."""
+    command = launch_command(plan, mmtune_args)
+    print("mmtune: launching " + " ".join(command[1:]), file=sys.stderr, flush=True)
+    return subprocess.call(command)
+
+
+# ---- inside a worker ------------------------------------------------------------------------------
+
+
+def rank() -> int:
+    return int(os.environ.get("RANK", 0))
+
+
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", 0))
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", 1))
+
+
+def is_main_process() -> bool:
+    return rank() == 0
+
+
+def bind_local_device(device: str) -> str:
+    """Make plain "cuda" mean this worker's GPU (cuda:LOCAL_RANK) before any weight is loaded, so N
+    workers do not all load onto GPU 0 (and 4-bit models, which cannot move, land right)."""
+    if device == "cuda" and in_worker():
+        import torch
+
+        torch.cuda.set_device(local_rank())
+    return device
+
+
+def init_deepspeed_comm(args) -> None:
+    """Let DeepSpeed see the process group before weights load (ZeRO-3 partitions them while
+    `from_pretrained` builds the model). On GPUs the Trainer's arguments already do this; on CPU
+    (`use_cpu`, gloo) they set up plain torch.distributed only, and ZeRO-3 would then size its
+    batches for one process."""
+    if not getattr(args, "deepspeed", None) or world_size() <= 1:
+        return
+    import deepspeed.comm as ds_comm
+
+    if not ds_comm.is_initialized():
+        _ = args.device  # creates the torch process group (accelerate's PartialState)
+        ds_comm.init_distributed(dist_backend=args.ddp_backend or "gloo", verbose=False)
+
+
+def quiet_other_ranks(logger: logging.Logger) -> bool:
+    """On ranks other than 0: warnings only, to the console, prefixed with the rank. True if so."""
+    if is_main_process():
+        return False
+    for h in list(logger.handlers):
+        if getattr(h, "_mmtune", False):
+            logger.removeHandler(h)
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter(f"[rank {rank()}] %(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    handler._mmtune = True
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING)
+    logger.propagate = False
+    return True
+
+
+def encode_once(recipe, tokenizer, image_spec=None):
+    """`encode_recipe_data`, tokenizing once across the processes of a job (see module doc).
+
+    The lock has no timeout and is no collective: a rank waits as long as the tokenization takes,
+    and the first collective after it (model load / wrap) finds every rank a cache-load away.
+    Ranks on other nodes lock their own cache (or share it, on a shared file system)."""
+    from mmtune.data.dataset import cache_key, dataset_cache_root, encode_recipe_data
+
+    if world_size() <= 1:
+        return encode_recipe_data(recipe, tokenizer, image_spec=image_spec)
+    from filelock import FileLock
+
+    root = dataset_cache_root()
+    root.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(root / f"{cache_key(recipe, tokenizer, image_spec)}.lock")):
+        return encode_recipe_data(recipe, tokenizer, image_spec=image_spec)
+
+
+# ---- strategies: FSDP arguments, sample chats under sharded parameters ---------------------------
+
+
+def fsdp_arguments(fsdp: str | None, offload: bool = False) -> dict:
+    """TrainingArguments fields for `--fsdp full_shard|shard_grad_op [--fsdp-offload]` (FSDP2).
+
+    The wrap policy is accelerate's transformer-based one with no class list, which wraps every
+    module class named in the model's `_no_split_modules`: the LM's decoder layer and, for a VLM,
+    the vision encoder layer. Checkpoints are saved as full state dicts (rank 0 gathers), so
+    `checkpoint-N/` holds ordinary safetensors that resume and `convert to-hf` read."""
+    if not fsdp:
+        if offload:
+            raise MmtuneError("--fsdp-offload needs --fsdp full_shard or shard_grad_op")
+        return {}
+    if fsdp not in FSDP_MODES:
+        raise MmtuneError(f"unknown --fsdp mode {fsdp!r}", hint=f"use one of {', '.join(FSDP_MODES)}")
+    return {
+        "fsdp": True,
+        "fsdp_config": {
+            "version": 2,
+            "reshard_after_forward": fsdp == "full_shard",
+            "cpu_offload": bool(offload),
+            "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
+            "state_dict_type": "FULL_STATE_DICT",
+        },
+    }
+
+
+def check_strategy(recipe, deepspeed, fsdp: str | None, fsdp_offload: bool = False) -> str:
+    """Refuse combinations that cannot work, before any weight loads; a one-line description."""
+    if deepspeed and fsdp:
+        raise MmtuneError("--deepspeed and --fsdp are two ways to shard a model: pick one")
+    fsdp_arguments(fsdp, fsdp_offload)  # checks the mode and --fsdp-offload
+    stage = _zero_stage(deepspeed)
+    if recipe.method.type == "qlora" and (fsdp or stage == 3):
+        raise MmtuneError("QLoRA cannot shard its 4-bit base weights with ZeRO-3 or FSDP in mmtune",
+                          hint="use --deepspeed zero2 (or plain data parallel) with QLoRA, or method.type: lora")
+    if deepspeed:
+        name = deepspeed if isinstance(deepspeed, dict) else Path(deepspeed).name
+        strategy = f"DeepSpeed ZeRO-{stage} ({name if isinstance(name, str) else 'dict'})"
+    elif fsdp:
+        strategy = f"FSDP {fsdp}" + (" + CPU offload" if fsdp_offload else "")
+    else:
+        strategy = "data parallel (DDP)" if world_size() > 1 else "single process"
+    return f"{world_size()} process(es), {strategy}"
+
+
+def _zero_stage(deepspeed) -> int | None:
+    if not deepspeed:
+        return None
+    if isinstance(deepspeed, dict):
+        config = deepspeed
+    else:
+        import json
+
+        config = json.loads(Path(deepspeed).read_text(encoding="utf-8"))
+    return int(config.get("zero_optimization", {}).get("stage", 0))
+
+
+def params_sharded(args) -> bool:
+    """True when model parameters live in shards across ranks (ZeRO-3 or FSDP full/grad-op)."""
+    if getattr(args, "fsdp", None):
+        return True
+    return _zero_stage(getattr(args, "deepspeed", None)) == 3
+
+
+class AllRanksSampleChat(TrainerCallback):
+    """Wraps a SampleChatCallback so that every rank runs its generations (each forward pass of a
+    sharded model is a collective), while only rank 0 logs and writes `samples.jsonl`."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        if not is_main_process():
+            inner.out_file = Path(os.devnull)
+
+    def _call(self, hook, args, state, control, **kwargs):
+        state = copy.copy(state)
+        state.is_world_process_zero = True  # the inner callback's "am I the one who answers" test
+        return getattr(self.inner, hook)(args, state, control, **kwargs)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        return self._call("on_train_begin", args, state, control, **kwargs)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        return self._call("on_step_end", args, state, control, **kwargs)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        return self._call("on_train_end", args, state, control, **kwargs)
+
+
+def sample_chat_callback(callback, args):
+    """The sample-chat callback fit for the run's parallelism (see AllRanksSampleChat)."""
+    return AllRanksSampleChat(callback) if world_size() > 1 and params_sharded(args) else callback
