@@ -12,6 +12,9 @@ examples:
   mmtune chat Qwen/Qwen2.5-0.5B-Instruct --adapter hf_adapter
   mmtune chat merged --system "You are Nova." --temperature 0.7 --top-p 0.9
   mmtune chat merged --query "who are you?" --query "你是谁"   # answer each and exit (scripts)
+  mmtune chat llava_hf --image cat.jpg                          # an exported vision-language model
+  mmtune chat llava_hf --image a.jpg --image b.jpg --query "Are the two shapes the same?"
+  mmtune chat LLM --visual-encoder openai/clip-vit-large-patch14-336 --llava work_dirs/llava/final --image cat.jpg
 In the interactive chat, `clear` resets the conversation and `exit` quits.
 """
 
@@ -28,6 +31,10 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--trust-remote-code", action="store_true", help="allow model code shipped with the model")
+    p.add_argument("--image", action="append", default=[], metavar="PATH",
+                   help="image for the conversation (repeatable; needs a vision-language model)")
+    p.add_argument("--visual-encoder", metavar="ENC", help="with --llava: the vision encoder the LLaVA run used")
+    p.add_argument("--llava", metavar="DIR", help="a LLaVA run's final/ or checkpoint dir (projector and/or adapter); MODEL is then the LLM")
     p.add_argument("--query", action="append", metavar="TEXT",
                    help="answer this question in a fresh conversation and exit instead of chatting (repeatable)")
     p.set_defaults(func=run)
@@ -38,8 +45,21 @@ def run(args) -> int:
     from mmtune.infer.engine import GenerationSettings
     from mmtune.infer.load import load_for_inference
 
-    loaded = load_for_inference(args.model, adapter=args.adapter, template=args.prompt_template,
-                                device=args.device, trust_remote_code=args.trust_remote_code)
+    from mmtune.data.images import open_image
+    from mmtune.errors import MmtuneError
+    from mmtune.infer.load import load_llava_parts
+
+    if bool(args.llava) != bool(args.visual_encoder):
+        raise MmtuneError("--llava and --visual-encoder go together", hint="mmtune chat LLM --visual-encoder ENC --llava DIR")
+    images = [open_image(path, f"--image {path}") for path in args.image]
+    if args.llava:
+        loaded = load_llava_parts(args.model, args.visual_encoder, args.llava, template=args.prompt_template,
+                                  device=args.device, trust_remote_code=args.trust_remote_code)
+    else:
+        loaded = load_for_inference(args.model, adapter=args.adapter, template=args.prompt_template,
+                                    device=args.device, trust_remote_code=args.trust_remote_code)
+    if images and loaded.vision is None:
+        raise MmtuneError(f"{args.model!r} is a text-only model: it cannot take --image")
     settings = GenerationSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                                   top_p=args.top_p, seed=args.seed)
     if args.query:
@@ -48,8 +68,8 @@ def run(args) -> int:
         for q in args.query:
             history = [Message("system", args.system)] if args.system else []
             sys.stdout.write(f"User: {q}\nAssistant: ")
-            answer(loaded, history, q, settings, lambda s: (sys.stdout.write(s), sys.stdout.flush()))
+            answer(loaded, history, q, settings, lambda s: (sys.stdout.write(s), sys.stdout.flush()), images)
             sys.stdout.write("\n")
         return 0
-    chat_loop(loaded, settings, system=args.system)
+    chat_loop(loaded, settings, system=args.system, images=images)
     return 0

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class Section(BaseModel):
@@ -115,6 +115,14 @@ class EvalConfig(Section):
     every_n_steps: int = Field(500, ge=1, description="answer evaluation_inputs every N steps and at the end")
     evaluation_inputs: list[str] = Field(default_factory=list)
     evaluation_images: list[str] = Field(default_factory=list, description="images for the evaluation inputs (VLM)")
+
+    @model_validator(mode="after")
+    def _images_match_inputs(self) -> "EvalConfig":
+        n = len(self.evaluation_images)
+        if n > 1 and n != len(self.evaluation_inputs):
+            raise ValueError(f"evaluation_images has {n} images for {len(self.evaluation_inputs)} inputs: "
+                             "give one image for all inputs or one per input")
+        return self
     system: Optional[str] = None
     max_new_tokens: int = Field(64, ge=1)
 

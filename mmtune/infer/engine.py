@@ -116,21 +116,38 @@ def _prompt_ids(tokenizer, template, messages: Sequence[Message], device) -> tor
     return ids.to(device)
 
 
+def prompt_inputs(model, tokenizer, template, messages: Sequence[Message], images=None, vision=None) -> dict:
+    """input_ids, attention_mask and, with images, pixel_values (built as in training)."""
+    device = next(model.parameters()).device
+    input_ids = _prompt_ids(tokenizer, template, messages, "cpu")
+    inputs = {}
+    if images:
+        if vision is None:
+            from mmtune.errors import MmtuneError
+
+            raise MmtuneError("this model takes no images", hint="use a vision-language (LLaVA) model for --image")
+        ids, pixels = vision.build(input_ids[0].tolist(), list(images))
+        input_ids = torch.tensor([ids])
+        inputs["pixel_values"] = pixels.to(device=device, dtype=next(model.parameters()).dtype)
+    input_ids = input_ids.to(device)
+    return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), **inputs}
+
+
 def _cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
     cut = [text.find(s) for s in stops if s and s in text]
     return (text[: min(cut)], True) if cut else (text, False)
 
 
 def stream_reply(model, tokenizer, template: ChatFormat, messages: Sequence[Message], settings: GenerationSettings,
-                 *, control: GenerationControl | None = None) -> Iterator[str]:
+                 *, control: GenerationControl | None = None, images=None, vision=None) -> Iterator[str]:
     """Yield the reply in pieces as they are generated.
 
     Generation stops early when `control.cancel` is set, when a stop string appears, or when the
     caller closes this iterator (so an abandoned stream does not keep the model busy)."""
     from transformers import TextIteratorStreamer
 
-    device = next(model.parameters()).device
-    input_ids = _prompt_ids(tokenizer, template, messages, device)
+    inputs = prompt_inputs(model, tokenizer, template, messages, images, vision)
+    input_ids = inputs["input_ids"]
     streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
     kwargs = _generate_kwargs(tokenizer, template, settings)
     watch = _watch(control, input_ids, kwargs)
@@ -141,7 +158,7 @@ def stream_reply(model, tokenizer, template: ChatFormat, messages: Sequence[Mess
     def work():
         try:
             with torch.no_grad():
-                model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), streamer=streamer, **kwargs)
+                model.generate(**inputs, streamer=streamer, **kwargs)
         except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
             errors.append(e)
             streamer.end()
@@ -167,11 +184,14 @@ def stream_reply(model, tokenizer, template: ChatFormat, messages: Sequence[Mess
 
 
 def generate_reply(model, tokenizer, template: ChatFormat, messages: Sequence[Message], settings: GenerationSettings | None = None,
-                   *, control: GenerationControl | None = None) -> str:
-    """The whole reply as one string (stops early when `control.cancel` is set)."""
+                   *, control: GenerationControl | None = None, images=None, vision=None) -> str:
+    """The whole reply as one string (stops early when `control.cancel` is set).
+
+    `images` (PIL) fill the `<image>` placeholders of the messages in order; `vision` (a
+    VisionInputs) says how the model takes them."""
     settings = settings or GenerationSettings()
-    device = next(model.parameters()).device
-    input_ids = _prompt_ids(tokenizer, template, messages, device)
+    inputs = prompt_inputs(model, tokenizer, template, messages, images, vision)
+    input_ids = inputs["input_ids"]
     if settings.seed is not None:
         torch.manual_seed(settings.seed)
     kwargs = _generate_kwargs(tokenizer, template, settings)
@@ -180,7 +200,7 @@ def generate_reply(model, tokenizer, template: ChatFormat, messages: Sequence[Me
     model.eval()
     try:
         with torch.no_grad():
-            out = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), **kwargs)
+            out = model.generate(**inputs, **kwargs)
     finally:
         model.train(was_training)
     text = tokenizer.decode(out[0, input_ids.shape[1]:], skip_special_tokens=True)

@@ -24,6 +24,7 @@ class LoadedModel:
     tokenizer: object
     template: ChatFormat
     name: str
+    vision: object | None = None  # VisionInputs for a vision-language model, None for text-only
 
 
 def pick_template(tokenizer, name: str | None) -> ChatFormat:
@@ -44,22 +45,43 @@ def pick_template(tokenizer, name: str | None) -> ChatFormat:
     return template
 
 
+def _is_vlm_dir(path: str) -> bool:
+    import json
+
+    config = Path(path) / "config.json"
+    return config.exists() and "vision_config" in json.loads(config.read_text())
+
+
+def _finish(model, tokenizer, template: str | None, name: str, device: str, vision=None) -> LoadedModel:
+    model.to(device).eval()
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return LoadedModel(model, tokenizer, pick_template(tokenizer, template), name, vision)
+
+
+def _check_paths(*paths) -> None:
+    for p in paths:
+        if p and (p.startswith((".", "/", "~")) or Path(p).exists()) and not Path(p).expanduser().exists():
+            raise MmtuneError(f"{p!r} does not exist")
+
+
 def load_for_inference(model_path: str, *, adapter: str | None = None, template: str | None = None,
                        device: str = "auto", dtype: str = "auto", trust_remote_code: bool = False) -> LoadedModel:
+    """A text model (+ optional peft adapter), or an exported LLaVA model (detected from its config)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from mmtune.export.to_hf import has_tokenizer
     from mmtune.models.load import pick_device
 
-    for p in (model_path, adapter):
-        if p and (p.startswith((".", "/", "~")) or Path(p).exists()) and not Path(p).expanduser().exists():
-            raise MmtuneError(f"{p!r} does not exist")
+    _check_paths(model_path, adapter)
     device = pick_device(device)
+    torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
+    if _is_vlm_dir(model_path):
+        return _load_llava_dir(model_path, adapter, template, device, torch_dtype, trust_remote_code)
     tok_source = adapter if adapter and has_tokenizer(Path(adapter)) else model_path
     try:
         tokenizer = AutoTokenizer.from_pretrained(tok_source, trust_remote_code=trust_remote_code)
-        torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
         model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch_dtype, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as e:
         raise MmtuneError(f"cannot load {model_path!r}: {e}".splitlines()[0]) from None
@@ -67,7 +89,60 @@ def load_for_inference(model_path: str, *, adapter: str | None = None, template:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, adapter)
-    model.to(device).eval()
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return LoadedModel(model, tokenizer, pick_template(tokenizer, template), adapter or model_path)
+    return _finish(model, tokenizer, template, adapter or model_path, device)
+
+
+def _load_llava_dir(path, adapter, template, device, torch_dtype, trust_remote_code) -> LoadedModel:
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from mmtune.infer.vision import vision_inputs_for
+    from mmtune.train.callbacks import read_meta
+
+    try:
+        processor = AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
+        model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch_dtype, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise MmtuneError(f"cannot load the vision-language model {path!r}: {e}".splitlines()[0]) from None
+    if adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter)
+    vision = vision_inputs_for(model, processor.tokenizer, processor.image_processor, read_meta(Path(path)))
+    return _finish(model, processor.tokenizer, template, adapter or path, device, vision)
+
+
+def load_llava_parts(llm: str, visual_encoder: str, llava_dir: str, *, template: str | None = None, device: str = "auto",
+                     trust_remote_code: bool = False) -> LoadedModel:
+    """XTuner's `chat LLM --visual-encoder ENC --llava DIR`: LLM + vision encoder + the projector (and
+    adapter, if any) that a LLaVA run saved in DIR."""
+    from mmtune.export.to_hf import has_tokenizer, is_adapter_dir
+    from mmtune.infer.vision import vision_inputs_for
+    from mmtune.models.llava import build_llava
+    from mmtune.models.load import pick_device
+    from mmtune.models.projector import INFO_NAME, load_projector, read_projector_info
+    from mmtune.train.callbacks import read_meta
+
+    _check_paths(llm, visual_encoder, llava_dir)
+    d = Path(llava_dir)
+    meta = read_meta(d) or {}
+    info = read_projector_info(d) if (d / INFO_NAME).exists() else {}
+    pretrained = meta.get("pretrained_projector")
+    model, processor = build_llava(
+        llm, visual_encoder, projector=info.get("projector_type", (meta.get("projector") or {}).get("type", "mlp2x_gelu")),
+        vision_feature_layer=info.get("vision_feature_layer", (meta.get("vision") or {}).get("feature_layer", -2)),
+        vision_feature_select=info.get("vision_feature_select", (meta.get("vision") or {}).get("feature_select", "patch")),
+        tokenizer_path=str(d) if has_tokenizer(d) else None, trust_remote_code=trust_remote_code,
+    )
+    if (d / INFO_NAME).exists():
+        load_projector(model, d)
+    elif pretrained and Path(pretrained).exists():
+        load_projector(model, pretrained)
+    if is_adapter_dir(d):
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(d)).merge_and_unload()
+    elif not (d / INFO_NAME).exists():
+        raise MmtuneError(f"{llava_dir!r} holds neither a projector (projector.json) nor an adapter",
+                          hint="point --llava at the final/ or checkpoint-N dir of a LLaVA run")
+    vision = vision_inputs_for(model, processor.tokenizer, processor.image_processor, meta)
+    return _finish(model, processor.tokenizer, template, llava_dir, pick_device(device), vision)

@@ -48,3 +48,65 @@ def lora_run(family: str = "qwen2"):
     data = write_self_cognition(root / "self.jsonl")
     recipe = self_cognition_recipe(tiny_lm_dir(family), data)
     return recipe, run_training(recipe, root / "work")
+
+
+def _norm(text: str) -> str:
+    return " ".join("".join(c for c in text.lower() if c.isalnum() or c.isspace()).split())
+
+
+def heldout_answers(loaded, heldout_json: Path, image_folder: Path, limit: int | None = None) -> list[dict]:
+    """Answers of a VLM to the held-out shape questions, each marked right when it equals the reference
+    (after lower-casing and dropping punctuation)."""
+    import json
+
+    from mmtune.data.conversation import Message
+    from mmtune.data.images import open_image
+    from mmtune.infer.engine import GenerationSettings, generate_reply
+
+    records = json.loads(Path(heldout_json).read_text())[:limit]
+    out = []
+    for rec in records:
+        question, reference = rec["conversations"][0]["value"], rec["conversations"][1]["value"]
+        image = open_image(Path(image_folder) / rec["image"], rec["image"])
+        reply = generate_reply(loaded.model, loaded.tokenizer, loaded.template, [Message("user", question)],
+                               GenerationSettings(max_new_tokens=12), images=[image], vision=loaded.vision)
+        out.append({"category": rec.get("category"), "question": question, "reference": reference, "answer": reply,
+                    "right": _norm(reply) == _norm(reference)})
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def llava_runs(n_images: int = 160, finetune_steps: int = 120):
+    """A tiny LLaVA (Qwen2 + CLIP) pretrained then finetuned on the shapes dataset:
+    (root, pretrain recipe, pretrain result, finetune recipe, finetune result)."""
+    from mmtune.data.synth.shapes import make_shapes_dataset
+    from mmtune.testing.tiny_vision import tiny_vision_dir
+    from mmtune.train.run import run_training
+
+    from mmtune.testing.tiny import tiny_lm_dir
+
+    root = Path(tempfile.mkdtemp(prefix="mmtune-llava-"))
+    shapes = root / "shapes"
+    make_shapes_dataset(shapes, n=n_images, seed=0)
+    common = {
+        "model": {"path": str(tiny_lm_dir("qwen2")), "dtype": "float32",
+                  "vision": {"path": str(tiny_vision_dir("clip"))}},
+        "data": {"datasets": [{"path": str(shapes / "pretrain.json")}], "image_folder": str(shapes),
+                 "template": "chatml", "max_length": 256},
+        "method": {"type": "full", "stage": "pretrain"},
+        "train": {"max_steps": 10, "micro_batch_size": 4, "gradient_accumulation": 1, "lr": 3e-3, "precision": "fp32",
+                  "logging_steps": 5, "save_steps": 10, "device": "cpu"},
+        "eval": {"evaluation_inputs": []},
+    }
+    pre_recipe = validate_recipe(common)
+    pre = run_training(pre_recipe, root / "pretrain")
+    ft = {**common,
+          "model": {**common["model"], "pretrained_projector": str(pre.final_dir)},
+          "data": {**common["data"], "datasets": [{"path": str(shapes / "finetune.json")}]},
+          "method": {"type": "lora", "stage": "finetune", "lora": {"r": 32, "alpha": 64, "dropout": 0.0}},
+          "train": {**common["train"], "max_steps": finetune_steps, "lr": 2e-3, "save_steps": finetune_steps,
+                    "logging_steps": 10},
+          "eval": {"every_n_steps": finetune_steps, "max_new_tokens": 8, "evaluation_inputs": ["What colour is the shape?"],
+                   "evaluation_images": [str(shapes / "images" / "heldout_00000.png")]}}
+    ft_recipe = validate_recipe(ft)
+    return root, pre_recipe, pre, ft_recipe, run_training(ft_recipe, root / "finetune")

@@ -10,7 +10,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 
-from mmtune.data.conversation import Message
+from mmtune.data.conversation import IMAGE_PLACEHOLDER, Message
 from mmtune.errors import MmtuneError
 from mmtune.infer.engine import GenerationSettings, generate_reply
 
@@ -22,10 +22,14 @@ class SampleChatCallback(TrainerCallback):
     (XTuner's EvaluateChatHook), so the user sees the model change. Answers go to the log and
     to `samples.jsonl` in the work dir."""
 
-    def __init__(self, tokenizer, template, inputs, *, every_n_steps: int, system: str | None, max_new_tokens: int, out_file: Path):
+    def __init__(self, tokenizer, template, inputs, *, every_n_steps: int, system: str | None, max_new_tokens: int,
+                 out_file: Path, images=(), vision=None):
         self.tokenizer = tokenizer
         self.template = template
         self.inputs = list(inputs)
+        # VLM: one image for every input, or one per input (XTuner's evaluation_images)
+        self.images = list(images)
+        self.vision = vision
         self.every = every_n_steps
         self.system = system
         self.settings = GenerationSettings(max_new_tokens=max_new_tokens)
@@ -34,9 +38,12 @@ class SampleChatCallback(TrainerCallback):
 
     def answer_all(self, model, step: int) -> list[dict]:
         results = []
-        for question in self.inputs:
-            messages = ([Message("system", self.system)] if self.system else []) + [Message("user", question)]
-            answer = generate_reply(model, self.tokenizer, self.template, messages, self.settings)
+        for k, question in enumerate(self.inputs):
+            image = self.images[k if len(self.images) > 1 else 0] if self.images else None
+            text = question if image is None or IMAGE_PLACEHOLDER in question else f"{IMAGE_PLACEHOLDER}\n{question}"
+            messages = ([Message("system", self.system)] if self.system else []) + [Message("user", text)]
+            answer = generate_reply(model, self.tokenizer, self.template, messages, self.settings,
+                                    images=[image] if image is not None else None, vision=self.vision)
             results.append({"step": step, "question": question, "answer": answer})
             log.info("[sample @ step %d] Q: %s\n    A: %s", step, question, answer)
         with self.out_file.open("a", encoding="utf-8") as f:

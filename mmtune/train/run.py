@@ -101,7 +101,7 @@ def run_training(recipe, work_dir: str | Path, *, resume: str | None = None, dee
     setup_logging(work_dir)
     (work_dir / "config.yaml").write_text(dump_config(recipe), encoding="utf-8")
     device = launch.bind_local_device(pick_device(recipe.train.device))
-    log.info("parallelism: %s", launch.check_strategy(recipe, deepspeed, fsdp, fsdp_offload))
+    log.info("parallelism: %s", launch.check_strategy(recipe, deepspeed, fsdp, fsdp_offload, device))
     log.info("work dir %s, device %s, method %s, precision %s", work_dir, device, recipe.method.type, recipe.train.precision)
 
     args = training_arguments(recipe, work_dir, device, deepspeed, fsdp, fsdp_offload)  # validates before loading weights
@@ -168,6 +168,7 @@ def run_training(recipe, work_dir: str | Path, *, resume: str | None = None, dee
         system=recipe.eval.system if recipe.eval.system is not None else recipe.data.system,
         max_new_tokens=recipe.eval.max_new_tokens,
         out_file=work_dir / "samples.jsonl",
+        **(vlm_sample_inputs(recipe, vlm) if vlm else {}),
     )
     trainer = MmtuneTrainer(
         model=model,
@@ -180,7 +181,7 @@ def run_training(recipe, work_dir: str | Path, *, resume: str | None = None, dee
             cb.ReadableLogCallback(),
             cb.LossPlotCallback(work_dir),
             cb.MetaCallback(meta),
-            TensorBoardCallback(tb_writer=SummaryWriter(str(work_dir / "tensorboard"))),
+            TensorBoardCallback(tb_writer=SummaryWriter(str(work_dir / "tensorboard")) if launch.is_main_process() else None),
             *(extra_callbacks or []),
         ],
     )
@@ -200,6 +201,15 @@ def run_training(recipe, work_dir: str | Path, *, resume: str | None = None, dee
     cb.write_meta(final_dir, meta)
     log.info("final model saved to %s; loss curve %s", final_dir, work_dir / "loss.png")
     return TrainResult(work_dir, final_dir, stats, trainer.state.log_history, _read_samples(work_dir)[samples_before:])
+
+
+def vlm_sample_inputs(recipe, vlm) -> dict:
+    """The evaluation images and how the model takes them, for the sample-chat callback."""
+    from mmtune.data.images import open_image
+    from mmtune.infer.vision import VisionInputs
+
+    images = [open_image(p, f"eval.evaluation_images[{k}]") for k, p in enumerate(recipe.eval.evaluation_images)]
+    return {"images": images, "vision": VisionInputs(vlm.image_spec, vlm.image_loader)}
 
 
 def _read_samples(work_dir: Path) -> list[dict]:
