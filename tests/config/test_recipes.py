@@ -59,6 +59,9 @@ def test_builtin_recipe_loads_and_validates(name):
 def test_method_matches_the_name(name):
     recipe = load_config(name)
     method = split_name(name)[1]
+    if recipe.model.vision is not None:  # LLaVA recipes are named by stage
+        assert recipe.method.stage == method
+        return
     assert recipe.method.type == method
     if method == "full":
         assert recipe.train.lr <= 5e-5, "full fine-tuning needs a lower lr than LoRA"
