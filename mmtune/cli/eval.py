@@ -1,0 +1,113 @@
+"""`mmtune eval mmbench|text`."""
+
+from __future__ import annotations
+
+from mmtune.cli.common import add_parser
+
+EPILOG = """\
+examples:
+  mmtune eval mmbench merged --data-path MMBench_DEV_EN.tsv --work-dir work_dirs/mmbench
+  mmtune eval mmbench Qwen/Qwen2.5-0.5B-Instruct --adapter hf_adapter --data-path MMBench_TEST_EN.tsv \\
+      --work-dir work_dirs/mmbench_test            # writes mmbench_result.xlsx to submit
+  mmtune eval mmbench merged --data-path MMBench_DEV_EN.tsv --work-dir out --circular --judge http://127.0.0.1:8000
+  mmtune eval text merged --data data/heldout.jsonl --work-dir work_dirs/text_eval
+"""
+
+MMBENCH_EPILOG = """\
+examples:
+  mmtune eval mmbench merged --data-path MMBench_DEV_EN.tsv --work-dir work_dirs/mmbench --batch-size 8
+  mmtune eval mmbench exported_llava --data-path MMBench_DEV_EN.tsv --work-dir out
+  mmtune eval mmbench internlm/internlm2-chat-7b --llava llava_dir --visual-encoder openai/clip-vit-large-patch14-336 \\
+      --prompt-template internlm2_chat --data-path MMBench_DEV_EN.tsv --work-dir out
+Rerunning with the same --work-dir resumes: rows already in predictions.jsonl are not asked again.
+A text-only MODEL answers without seeing the images; an exported LLaVA MODEL (or --llava) sees them.
+"""
+
+TEXT_EPILOG = """\
+examples:
+  mmtune eval text merged --data data/heldout.jsonl --work-dir work_dirs/text_eval
+  mmtune eval text Qwen/Qwen2.5-0.5B-Instruct --adapter hf_adapter --data heldout.json --format alpaca --work-dir out
+"""
+
+
+def register(sub) -> None:
+    p = add_parser(sub, "eval", "evaluate a model (MMBench-style multiple choice, text loss and answers)", EPILOG)
+    group = p.add_subparsers(dest="eval_command", metavar="BENCHMARK", required=True)
+
+    m = add_parser(group, "mmbench", "multiple-choice accuracy on an MMBench-format TSV", MMBENCH_EPILOG)
+    _model_args(m)
+    m.add_argument("--llava", metavar="DIR",
+                   help="a LLaVA run's output dir (with --visual-encoder, MODEL = the LLM), or an exported LLaVA model")
+    m.add_argument("--visual-encoder", metavar="ENC", help="vision encoder path or hub id (with --llava DIR)")
+    m.add_argument("--prompt-template", dest="template", help="template name (default: the one stored with the model)")
+    m.add_argument("--data-path", required=True, metavar="TSV", help="MMBench-format .tsv (dev: with `answer`)")
+    m.add_argument("--work-dir", required=True, metavar="DIR", help="predictions, summary and submission files")
+    m.add_argument("--batch-size", type=int, default=1, help="questions generated together (left padding; VLMs answer one by one)")
+    m.add_argument("--circular", action="store_true",
+                   help="CircularEval: right only if right in every rotation of the options (built when absent)")
+    m.add_argument("--judge", metavar="URL", help="OpenAI-compatible server to map unmatched answers to options")
+    m.add_argument("--judge-model", metavar="NAME", help="model name on the judge server (default: its first)")
+    m.add_argument("--max-new-tokens", type=int, default=32)
+    m.add_argument("--system", help="system prompt")
+    m.set_defaults(func=run_mmbench_cmd)
+
+    t = add_parser(group, "text", "loss, perplexity and answer match on a conversation data file", TEXT_EPILOG)
+    _model_args(t)
+    t.add_argument("--data", required=True, metavar="FILE", help="conversations (any supported data format)")
+    t.add_argument("--format", default="auto", help="data format (default: detected)")
+    t.add_argument("--template", help="template name (default: the one stored with the model)")
+    t.add_argument("--work-dir", required=True, metavar="DIR", help="summary.json and predictions.jsonl go here")
+    t.add_argument("--max-new-tokens", type=int, default=64)
+    t.add_argument("--max-length", type=int, default=2048, help="longer conversations are cut (default: 2048)")
+    t.add_argument("--batch-size", type=int, default=8)
+    t.add_argument("--system", help="system prompt for conversations without one")
+    t.set_defaults(func=run_text_cmd)
+
+
+def _model_args(p) -> None:
+    p.add_argument("model", metavar="MODEL", help="model directory or hub id (merged or base model)")
+    p.add_argument("--adapter", metavar="DIR", help="peft adapter directory to apply on MODEL")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--trust-remote-code", action="store_true", help="allow model code shipped with the model")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+
+
+def run_mmbench_cmd(args) -> int:
+    from mmtune.errors import MmtuneError
+    from mmtune.eval.answer import make_answerer
+    from mmtune.eval.judge import Judge
+    from mmtune.eval.mmbench import run_mmbench
+    from mmtune.eval.report import print_summary
+
+    if args.batch_size < 1:
+        raise MmtuneError(f"--batch-size must be at least 1, got {args.batch_size}")
+    judge = Judge(args.judge, model=args.judge_model) if args.judge else None
+    answer_fn = make_answerer(args.model, adapter=args.adapter, llava=args.llava, visual_encoder=args.visual_encoder,
+                              template=args.template, device=args.device, max_new_tokens=args.max_new_tokens,
+                              system=args.system, trust_remote_code=args.trust_remote_code)
+    result = run_mmbench(args.data_path, answer_fn, args.work_dir, circular=args.circular,
+                         batch_size=args.batch_size, judge=judge, progress=args.progress)
+    summary = result.summary
+    if summary["split"] == "dev":
+        print_summary(summary)
+    else:
+        print(f"test split: {summary['n_rows']} answers, {summary['unmatched']} unmatched; "
+              f"submit {result.files['submission']} to MMBench")
+    if summary["unmatched"]:
+        print(f"unmatched answers listed in {result.files['unmatched']}")
+    print(f"results in {result.work_dir}")
+    return 0
+
+
+def run_text_cmd(args) -> int:
+    from mmtune.eval.text import run_text_eval
+
+    summary = run_text_eval(args.model, args.data, args.work_dir, adapter=args.adapter, format=args.format,
+                            template=args.template, max_new_tokens=args.max_new_tokens, max_length=args.max_length,
+                            batch_size=args.batch_size, system=args.system, device=args.device,
+                            trust_remote_code=args.trust_remote_code, progress=args.progress)
+    parts = [f"{k} {summary[k]:.4g}" for k in ("loss", "perplexity", "exact_match", "contains_match")
+             if isinstance(summary.get(k), float)]
+    print(f"{summary['n']} conversations, {summary['n_tokens']} answer tokens: " + ", ".join(parts))
+    print(f"results in {args.work_dir}")
+    return 0

@@ -1,0 +1,218 @@
+"""MMBench-style multiple-choice evaluation: TSV -> answers -> options -> accuracy tables.
+
+    from mmtune.eval import make_answerer, run_mmbench
+    result = run_mmbench("MMBench_DEV_EN.tsv", make_answerer("merged_model"), "work_dirs/mmbench")
+    result.summary["overall"]   # fraction right (CircularEval with circular=True)
+
+Each answer is appended to WORK_DIR/predictions.jsonl as soon as it is produced; a second run
+with the same data and work dir skips the rows already there, so an interrupted evaluation goes on
+where it stopped. Then summary.json/.csv/.xlsx (overall, per category, per l2-category, unmatched
+count and rate), unmatched.jsonl (answers no rule could map to an option) and mmbench_result.xlsx
+(the original columns minus `image`, plus `prediction`: for a test split, the file MMBench's
+server grades).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+from rich.console import Console
+
+from mmtune.errors import MmtuneError
+from mmtune.eval import report
+from mmtune.eval.answer import AnswerFn
+from mmtune.eval.circular import add_rotations, circular_groups, has_rotations
+from mmtune.eval.extract import Extraction, extract_choice
+from mmtune.eval.tsv import EvalItem, MMBenchTable, read_mmbench_tsv
+
+log = logging.getLogger(__name__)
+PREDICTIONS = "predictions.jsonl"
+RUN_INFO = "run.json"
+
+Judge = Callable[[EvalItem, str], Extraction]
+
+
+@dataclass
+class MMBenchResult:
+    summary: dict
+    work_dir: Path
+    records: list[dict]
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+def prepare_items(table: MMBenchTable, circular: bool) -> tuple[list[EvalItem], bool]:
+    """The rows to ask, and whether rotations were built here (CircularEval on a file without them)."""
+    if circular and not has_rotations(table.items):
+        return add_rotations(table.items), True
+    return list(table.items), False
+
+
+def fingerprint(items: Sequence[EvalItem]) -> str:
+    """Identifies the question set, so predictions of another file or mode are never mixed in."""
+    h = hashlib.sha1()
+    for it in items:
+        h.update(f"{it.index}\x1f{it.prompt}\x1f{it.answer}\x1e".encode())
+    return h.hexdigest()
+
+
+def load_predictions(path: Path) -> dict[int, dict]:
+    """Rows already predicted (index -> record). A line cut short by an interruption is dropped
+    from the file, so that appending goes on cleanly."""
+    if not path.exists():
+        return {}
+    raw = path.read_bytes()
+    if raw and not raw.endswith(b"\n"):
+        raw = raw[: raw.rfind(b"\n") + 1]
+        path.write_bytes(raw)
+    done: dict[int, dict] = {}
+    for lineno, line in enumerate(raw.decode("utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            done[int(record["index"])] = record
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            raise MmtuneError("unreadable prediction record", where=f"{path}:line {lineno}",
+                              hint="delete the file to evaluate from scratch") from None
+    return done
+
+
+def check_work_dir(work_dir: Path, info: dict) -> None:
+    """Refuse to resume from predictions made for other questions (another file, --circular or not)."""
+    path = work_dir / RUN_INFO
+    if (work_dir / PREDICTIONS).exists() and path.exists():
+        old = json.loads(path.read_text(encoding="utf-8"))
+        if old.get("fingerprint") != info["fingerprint"]:
+            raise MmtuneError(f"{work_dir} holds predictions for other questions ({old.get('data')}, "
+                              f"circular={old.get('circular')})",
+                              hint="use another --work-dir, or delete its predictions.jsonl to start over")
+    report.write_json(info, path)
+
+
+def make_record(item: EvalItem, reply: str, extraction: Extraction) -> dict:
+    hit = None if item.answer is None else extraction.letter == item.answer
+    return {"index": item.index, "prediction": reply, "option": extraction.letter, "method": extraction.method,
+            "answer": item.answer, "hit": hit, "category": item.category, "l2_category": item.l2_category}
+
+
+def _batches(items: Sequence[EvalItem], size: int) -> Iterable[list[EvalItem]]:
+    for start in range(0, len(items), size):
+        yield list(items[start:start + size])
+
+
+def predict(items: Sequence[EvalItem], answer_fn: AnswerFn, out_path: Path, *, batch_size: int = 1,
+            judge: Judge | None = None, done: dict[int, dict] | None = None, progress: bool = True,
+            console: Console | None = None) -> dict[int, dict]:
+    """Ask every item not in `done`, appending each record to `out_path` as it comes; all records."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    done = dict(done or {})
+    pending = [it for it in items if it.index not in done]
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console or Console(stderr=True), disable=not progress) as bar, \
+            out_path.open("a", encoding="utf-8") as out:
+        task = bar.add_task("answering", total=len(items), completed=len(items) - len(pending))
+        for batch in _batches(pending, max(1, batch_size)):
+            replies = answer_fn(batch)
+            if len(replies) != len(batch):
+                raise RuntimeError(f"answer function returned {len(replies)} replies for {len(batch)} items")
+            for item, reply in zip(batch, replies):
+                extraction = extract_choice(reply, item.options)
+                if not extraction.matched and judge is not None:
+                    extraction = judge(item, reply)
+                record = make_record(item, reply, extraction)
+                out.write(json.dumps(record, ensure_ascii=False) + "\n")
+                done[item.index] = record
+            out.flush()
+            bar.advance(task, len(batch))
+    return done
+
+
+def _accuracy(groups: dict[str, list[bool]]) -> tuple[dict[str, float], dict[str, int]]:
+    names = sorted(groups)
+    return {n: sum(groups[n]) / len(groups[n]) for n in names}, {n: len(groups[n]) for n in names}
+
+
+def summarize(items: Sequence[EvalItem], records: dict[int, dict], *, circular: bool, data: str = "") -> dict:
+    """Accuracy overall / per category / per l2-category (per question group under CircularEval),
+    the unmatched count and rate (per answer), and how the options were found.
+
+    Accuracies are fractions (0-1); `n` counts what they are taken over (questions, or groups of
+    rotations), `n_rows` the answers. A test split (no answers) gets `overall: None`."""
+    rows = [records[it.index] for it in items]
+    by_index = {it.index: it for it in items}
+    unmatched = sum(1 for r in rows if r["option"] is None)
+    split = "dev" if items and all(it.answer is not None for it in items) else "test"
+    scored: list[tuple[EvalItem, bool]] = []
+    extra: dict = {}
+    if split == "dev":
+        hits = {r["index"]: bool(r["hit"]) for r in rows}
+        if circular:
+            scored = [(by_index[g.main], g.hit) for g in circular_groups(hits)]
+            extra["row_accuracy"] = sum(hits.values()) / len(hits)
+        else:
+            scored = [(by_index[i], h) for i, h in hits.items()]
+    per_cat: dict[str, list[bool]] = defaultdict(list)
+    per_l2: dict[str, list[bool]] = defaultdict(list)
+    for item, hit in scored:
+        if item.category:
+            per_cat[item.category].append(hit)
+        if item.l2_category:
+            per_l2[item.l2_category].append(hit)
+    acc_cat, n_cat = _accuracy(per_cat)
+    acc_l2, n_l2 = _accuracy(per_l2)
+    return {"data": data, "split": split, "circular": circular,
+            "overall": sum(h for _, h in scored) / len(scored) if scored else None,
+            "n": len(scored) if split == "dev" else len(rows), "n_rows": len(rows),
+            "unmatched": unmatched, "unmatched_rate": unmatched / len(rows) if rows else 0.0,
+            "per_category": acc_cat, "per_l2_category": acc_l2, "per_category_n": n_cat, "per_l2_category_n": n_l2,
+            **extra, "matched_by": dict(Counter(r["method"] for r in rows if r["method"]))}
+
+
+def submission_rows(table: MMBenchTable, items: Sequence[EvalItem], records: dict[int, dict]) -> tuple[list[str], list[dict]]:
+    """The original columns (minus image) plus `prediction`: the extracted letter, or the raw answer
+    when none was found (so the grader's own matcher can still try)."""
+    columns = [c for c in table.columns if c != "image"] + ["prediction"]
+    rows = []
+    for it in items:
+        r = records[it.index]
+        row = dict(it.row, index=it.index, prediction=r["option"] or r["prediction"])
+        rows.append(row)
+    return columns, rows
+
+
+def run_mmbench(data_path: str | Path, answer_fn: AnswerFn, work_dir: str | Path, *, circular: bool = False,
+                batch_size: int = 1, judge: Judge | None = None, progress: bool = True,
+                console: Console | None = None) -> MMBenchResult:
+    """Evaluate `answer_fn` on a MMBench-format TSV; resumable (see the module docstring)."""
+    table = read_mmbench_tsv(data_path)
+    items, built = prepare_items(table, circular)
+    if not circular and has_rotations(items):
+        log.warning("%s holds rotated copies of its questions; pass --circular for CircularEval", data_path)
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    info = {"data": str(Path(data_path).resolve()), "rows": len(items), "circular": circular,
+            "built_rotations": built, "fingerprint": fingerprint(items)}
+    check_work_dir(work_dir, info)
+    out_path = work_dir / PREDICTIONS
+    known = {it.index for it in items}
+    done = {i: r for i, r in load_predictions(out_path).items() if i in known}
+    records = predict(items, answer_fn, out_path, batch_size=batch_size, judge=judge, done=done,
+                      progress=progress, console=console)
+    summary = summarize(items, records, circular=circular, data=str(data_path))
+    files = {"predictions": out_path}
+    unmatched = [{"index": r["index"], "prediction": r["prediction"]} for r in (records[it.index] for it in items)
+                 if r["option"] is None]
+    files["unmatched"] = work_dir / "unmatched.jsonl"
+    files["unmatched"].write_text("".join(json.dumps(u, ensure_ascii=False) + "\n" for u in unmatched), encoding="utf-8")
+    for path in report.write_summary(summary, work_dir):
+        files[path.name] = path
+    columns, rows = submission_rows(table, items, records)
+    files["submission"] = report.write_workbook(columns, rows, work_dir / "mmbench_result.xlsx")
+    return MMBenchResult(summary, work_dir, [records[it.index] for it in items], files)
