@@ -11,6 +11,11 @@ examples:
   mmtune train my_recipe.yaml --resume auto          # continue from the newest complete checkpoint
   mmtune train my_recipe.yaml --deepspeed zero2
 
+multi-GPU / multi-node (torchrun is started for you; see docs/distributed.md):
+  NPROC_PER_NODE=8 mmtune train my_recipe.yaml --deepspeed zero3
+  NPROC_PER_NODE=8 NNODES=2 NODE_RANK=0 MASTER_ADDR=10.0.0.1 MASTER_PORT=29500 mmtune train my_recipe.yaml
+  torchrun --nproc_per_node 4 -m mmtune train my_recipe.yaml --fsdp full_shard
+
 The work dir receives checkpoint-N/ (resumable), final/ (adapter or full model + tokenizer),
 train.log, config.yaml (the resolved recipe), samples.jsonl (answers to evaluation_inputs),
 tensorboard/ and loss.png.
@@ -22,7 +27,10 @@ def register(sub) -> None:
     p.add_argument("config", metavar="CONFIG", help="recipe YAML file or built-in recipe name (see list-cfg)")
     p.add_argument("--work-dir", help="output directory (default: recipe work_dir or work_dirs/<recipe name>)")
     p.add_argument("--resume", metavar="auto|PATH", help="resume from the newest checkpoint (auto) or a checkpoint dir")
-    p.add_argument("--deepspeed", metavar="zero1|zero2|zero3|FILE", help="train with DeepSpeed ZeRO (config name or JSON file)")
+    p.add_argument("--deepspeed", metavar="zero1|zero2|zero2_offload|zero3|zero3_offload|FILE",
+                   help="train with DeepSpeed ZeRO (shipped config name or JSON file; \"auto\" fields come from the recipe)")
+    p.add_argument("--fsdp", choices=["full_shard", "shard_grad_op"], help="train with PyTorch FSDP (shard params+grads+optimizer, or grads+optimizer)")
+    p.add_argument("--fsdp-offload", action="store_true", help="with --fsdp: keep parameters and optimizer states in CPU RAM")
     add_set_option(p)
     p.set_defaults(func=run)
 
@@ -38,8 +46,30 @@ def run(args) -> int:
     from mmtune.train.deepspeed import resolve_deepspeed
     from mmtune.train.run import run_training
 
+    from mmtune.models.load import pick_device
+    from mmtune.train import launch
+
     recipe = load_config(args.config, args.set)
     ds = resolve_deepspeed(args.deepspeed) if args.deepspeed else None
-    result = run_training(recipe, args.work_dir or default_work_dir(recipe, args.config), resume=args.resume, deepspeed=ds)
-    print(f"done: final model in {result.final_dir}")
+    launch.check_strategy(recipe, ds, args.fsdp, args.fsdp_offload, pick_device(recipe.train.device))
+    work_dir = args.work_dir or default_work_dir(recipe, args.config)
+    plan = launch.plan_from_env()  # NPROC_PER_NODE=N ...: run this command again under torchrun
+    if plan is not None:
+        return launch.launch(plan, worker_args(args, work_dir))
+    result = run_training(recipe, work_dir, resume=args.resume, deepspeed=ds, fsdp=args.fsdp, fsdp_offload=args.fsdp_offload)
+    if launch.is_main_process():
+        print(f"done: final model in {result.final_dir}")
     return 0
+
+
+def worker_args(args, work_dir: str) -> list[str]:
+    """The `mmtune train ...` arguments each torchrun worker runs with (same run, explicit work dir)."""
+    out = ["train", args.config, "--work-dir", work_dir]
+    for flag, value in (("--resume", args.resume), ("--deepspeed", args.deepspeed), ("--fsdp", args.fsdp)):
+        if value:
+            out += [flag, value]
+    if args.fsdp_offload:
+        out.append("--fsdp-offload")
+    for item in args.set:
+        out += ["--set", item]
+    return out

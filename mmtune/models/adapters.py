@@ -41,7 +41,7 @@ def count_parameters(model) -> tuple[int, int]:
     """(trainable, total) parameter counts; 4-bit weights count as their logical size."""
     trainable = total = 0
     for p in model.parameters():
-        n = p.numel()
+        n = getattr(p, "ds_numel", p.numel())  # ZeRO-3 keeps a placeholder in p
         if hasattr(p, "quant_state") or p.__class__.__name__ == "Params4bit":
             n *= 2  # two 4-bit values per stored byte
         total += n

@@ -222,18 +222,22 @@ def fsdp_arguments(fsdp: str | None, offload: bool = False) -> dict:
     }
 
 
-def check_strategy(recipe, deepspeed, fsdp: str | None, fsdp_offload: bool = False) -> str:
+def check_strategy(recipe, deepspeed, fsdp: str | None, fsdp_offload: bool = False, device: str | None = None) -> str:
     """Refuse combinations that cannot work, before any weight loads; a one-line description."""
     if deepspeed and fsdp:
         raise MmtuneError("--deepspeed and --fsdp are two ways to shard a model: pick one")
     fsdp_arguments(fsdp, fsdp_offload)  # checks the mode and --fsdp-offload
+    if fsdp and device == "cpu":
+        # accelerate (1.15) switches FSDP on only for GPU-like distributed states; on CPU the
+        # Trainer would silently train with plain DDP, unsharded.
+        raise MmtuneError("--fsdp needs CUDA GPUs (on CPU accelerate would silently fall back to unsharded DDP)",
+                          hint="shard on CPU with --deepspeed zero3, or drop --fsdp")
     stage = _zero_stage(deepspeed)
     if recipe.method.type == "qlora" and (fsdp or stage == 3):
         raise MmtuneError("QLoRA cannot shard its 4-bit base weights with ZeRO-3 or FSDP in mmtune",
                           hint="use --deepspeed zero2 (or plain data parallel) with QLoRA, or method.type: lora")
     if deepspeed:
-        name = deepspeed if isinstance(deepspeed, dict) else Path(deepspeed).name
-        strategy = f"DeepSpeed ZeRO-{stage} ({name if isinstance(name, str) else 'dict'})"
+        strategy = f"DeepSpeed ZeRO-{stage} ({'dict' if isinstance(deepspeed, dict) else Path(deepspeed).name})"
     elif fsdp:
         strategy = f"FSDP {fsdp}" + (" + CPU offload" if fsdp_offload else "")
     else:
@@ -242,15 +246,9 @@ def check_strategy(recipe, deepspeed, fsdp: str | None, fsdp_offload: bool = Fal
 
 
 def _zero_stage(deepspeed) -> int | None:
-    if not deepspeed:
-        return None
-    if isinstance(deepspeed, dict):
-        config = deepspeed
-    else:
-        import json
+    from mmtune.train.deepspeed import load_deepspeed_config, zero_stage
 
-        config = json.loads(Path(deepspeed).read_text(encoding="utf-8"))
-    return int(config.get("zero_optimization", {}).get("stage", 0))
+    return zero_stage(load_deepspeed_config(deepspeed)) if deepspeed else None
 
 
 def params_sharded(args) -> bool:

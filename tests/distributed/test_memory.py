@@ -1,0 +1,151 @@
+"""The memory estimate against hand-computed cases on a Llama-2-7B-sized config (meta device: no
+weights), and the `mmtune estimate-memory` command on a tiny recipe."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from mmtune.config.schema import LoraConfig
+from mmtune.train import memory as M
+
+PSI = 6_738_415_616  # Llama-2-7B's parameter count
+
+
+@pytest.fixture(scope="module")
+def llama7b():
+    return M.count_model(M.synthetic_llama(), LoraConfig(r=8, alpha=16, target_modules=["q_proj", "v_proj"]))
+
+
+def test_counts_parameters_from_the_config_alone(llama7b):
+    assert llama7b.params == PSI
+    assert llama7b.lora_params == 4_194_304  # what peft prints for r=8 on q_proj, v_proj
+    assert llama7b.embedding_params == 32000 * 4096
+    assert llama7b.layer_params == 4 * 4096 * 4096 + 3 * 4096 * 11008 + 2 * 4096
+    assert llama7b.quantizable_params == 32 * (4 * 4096 * 4096 + 3 * 4096 * 11008)  # lm_head stays 16-bit
+    assert (llama7b.hidden_size, llama7b.num_layers, llama7b.num_heads, llama7b.vocab_size) == (4096, 32, 32, 32000)
+
+
+def parts(size, **setup):
+    est = M.estimate(size, M.Setup(**setup))
+    return est, {k: v for k, v in est.parts.items()}
+
+
+def test_full_bf16_adamw_by_zero_stage(llama7b):
+    """Full fine-tune, bf16, AdamW — the ZeRO paper's table: 2Ψ + 2Ψ + KΨ with K = 12 under DeepSpeed;
+    plain Trainer bf16 keeps AdamW's two states in bf16 (4Ψ)."""
+    _, p = parts(llama7b, method="full", gpus=1)
+    assert (p["weights"], p["gradients"], p["optimizer"]) == (2 * PSI, 2 * PSI, 4 * PSI)
+
+    n = 8
+    _, z1 = parts(llama7b, method="full", gpus=n, strategy="zero1")
+    assert (z1["weights"], z1["gradients"], z1["optimizer"]) == (2 * PSI, 2 * PSI, 12 * PSI / n)
+    _, z2 = parts(llama7b, method="full", gpus=n, strategy="zero2")
+    assert (z2["weights"], z2["gradients"], z2["optimizer"]) == (2 * PSI, 2 * PSI / n, 12 * PSI / n)
+    _, z3 = parts(llama7b, method="full", gpus=n, strategy="zero3")
+    working_set = 2 * llama7b.layer_params * 2  # two gathered decoder layers in bf16
+    assert (z3["weights"], z3["gradients"], z3["optimizer"]) == (2 * PSI / n + working_set, 2 * PSI / n, 12 * PSI / n)
+    assert z3["weights"] + z3["gradients"] + z3["optimizer"] == pytest.approx(16 * PSI / n + working_set)
+    # ZeRO-3 with both offloads keeps only the working set of parameters on the GPU
+    _, off = parts(llama7b, method="full", gpus=n, strategy="zero3", offload_optimizer=True, offload_params=True)
+    assert (off["weights"], off["gradients"], off["optimizer"]) == (working_set, 0, 0)
+
+
+def test_lora_and_qlora_bf16(llama7b):
+    lora = llama7b.lora_params
+    _, p = parts(llama7b, method="lora")
+    assert p["weights"] == 2 * PSI + 4 * lora  # bf16 base + fp32 adapters
+    assert (p["gradients"], p["optimizer"]) == (4 * lora, 8 * lora)
+    _, q = parts(llama7b, method="qlora")
+    quant = llama7b.quantizable_params
+    assert M.NF4_BYTES == pytest.approx(0.5159, abs=1e-4)  # 4.127 bits, the QLoRA paper's double quantization
+    assert q["weights"] == pytest.approx(quant * M.NF4_BYTES + (PSI - quant) * 2 + 4 * lora)
+    assert 3.6 < q["weights"] / M.GiB < 3.8  # a 7B in 4-bit: ~3.7 GiB
+    # ZeRO-3 shards the frozen base too
+    _, z3 = parts(llama7b, method="lora", gpus=4, strategy="zero3")
+    assert z3["weights"] == pytest.approx((2 * PSI + 4 * lora) / 4 + 2 * llama7b.layer_params * 2)
+
+
+def test_activations_korthikanti_formula(llama7b):
+    s, h, L, a, V = 2048, 4096, 32, 32, 32000
+    _, p = parts(llama7b, seq_len=s, micro_batch=1)
+    assert p["activations"] == 34 * s * h * L  # sdpa keeps no s x s scores
+    assert p["logits"] == s * V * (2 + 8)
+    _, eager = parts(llama7b, seq_len=s, attention="eager")
+    assert eager["activations"] == s * h * (34 + 5 * a * s / h) * L
+    _, ckpt = parts(llama7b, seq_len=s, micro_batch=2, gradient_checkpointing=True)
+    assert ckpt["activations"] == 2 * s * 2 * h * L + 34 * s * 2 * h  # layer inputs + one recomputed layer
+    _, fp32 = parts(llama7b, seq_len=s, precision="fp32")
+    assert fp32["activations"] == 2 * p["activations"]
+
+
+def test_more_gpus_never_need_more_memory_and_table_marks_oom(llama7b):
+    base = M.Setup(seq_len=1024, strategy="zero3", gradient_checkpointing=True)
+    table = M.estimate_table(llama7b, base, methods=("lora", "qlora", "full"), gpus=(1, 2, 4, 8))
+    assert table["qlora"][2] is None  # 4-bit weights cannot be ZeRO-3 sharded here
+    full = [table["full"][n].gib for n in (1, 2, 4, 8)]
+    assert full == sorted(full, reverse=True) and full[0] > 100 > full[-1]
+    from mmtune.cli.estimate import format_table
+
+    text = format_table(table, gpu_mem=80)
+    assert text.splitlines()[0].split("|")[1:-1] == [" method ", " 1 GPU         ", " 2 GPUs      ", " 4 GPUs      ",
+                                                      " 8 GPUs      "]
+    assert "OOM" in text.splitlines()[-1] and "n/a" in text
+
+
+def test_vision_encoder_adds_parameters_and_image_activations(llama7b):
+    from transformers import CLIPVisionConfig
+
+    clip_l = CLIPVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+                              image_size=336, patch_size=14)
+    vlm = M.add_vision(llama7b, clip_l)
+    assert 300e6 < vlm.vision_params < 310e6  # CLIP ViT-L/14-336 vision tower: ~303M
+    assert vlm.projector_params == 1024 * 4096 + 4096 + 4096 * 4096 + 4096
+    assert vlm.image_tokens == 577
+    frozen = M.estimate(vlm, M.Setup(method="lora"))
+    trained = M.estimate(vlm, M.Setup(method="lora", trainable=("projector", "llm.lora", "vision")))
+    assert trained.parts["vision activations"] == pytest.approx(24 * frozen.parts["vision activations"])
+    assert trained.parts["optimizer"] > frozen.parts["optimizer"] + 2 * vlm.vision_params
+    pretrain = M.estimate(vlm, M.Setup(method="lora", stage="pretrain"))
+    assert pretrain.parts["optimizer"] == 4 * vlm.projector_params  # projector only, AdamW states in bf16
+
+
+def test_deepspeed_config_sets_strategy_and_buckets():
+    z3o = M.deepspeed_setup("zero3_offload", hidden_size=4096)
+    assert z3o["strategy"] == "zero3" and z3o["offload_optimizer"] and z3o["offload_params"]
+    assert z3o["comm_bucket_elements"] == 4096**2 + int(0.9 * 4096**2)
+    z2 = M.deepspeed_setup("zero2", hidden_size=4096)
+    assert z2["strategy"] == "zero2" and not z2["offload_optimizer"]
+
+
+def test_estimate_memory_command(tiny_qwen2_dir, tmp_path, capsys):
+    from mmtune.cli.main import main
+    from mmtune.config.load import dump_config
+    from mmtune.testing.runs import self_cognition_recipe
+
+    data = tmp_path / "d.jsonl"
+    data.write_text("")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(dump_config(self_cognition_recipe(tiny_qwen2_dir, data)))
+    assert main(["estimate-memory", str(recipe), "--gpus", "1", "2", "--deepspeed", "zero3", "--gpu-mem", "0.5"]) == 0
+    out = capsys.readouterr().out
+    assert "model: qwen2-v3: 1.00M parameters" in out and "LoRA trains 299.01K" in out
+    assert "| LoRA   |" in out and "| full   |" in out
+    assert "does NOT fit in 0.5 GiB" in out  # the CUDA context alone is 1 GiB
+    # a synthetic 7B config.json counts without any weights
+    M.synthetic_llama().save_pretrained(tmp_path / "llama7b")
+    assert main(["estimate-memory", str(recipe), "--config-json", str(tmp_path / "llama7b" / "config.json"),
+                 "--gpus", "8", "--methods", "full", "--set", "train.precision=bf16"]) == 0
+    assert "6.74B parameters" in capsys.readouterr().out
+
+
+def test_setup_from_recipe(tiny_qwen2_dir, tmp_path):
+    from mmtune.testing.runs import self_cognition_recipe
+
+    data = tmp_path / "d.jsonl"
+    data.write_text("")
+    recipe = self_cognition_recipe(tiny_qwen2_dir, data, train={"gradient_checkpointing": True, "micro_batch_size": 2})
+    setup = M.setup_from_recipe(recipe, gpus=4, fsdp="full_shard", fsdp_offload=True)
+    assert setup == replace(setup, method="lora", gpus=4, strategy="fsdp_full_shard", offload_params=True,
+                            offload_optimizer=True, micro_batch=2, seq_len=192, gradient_checkpointing=True)
