@@ -24,7 +24,7 @@ Run `mmtune COMMAND --help` for each command's options and examples.
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from mmtune.cli import cfg, chat, convert, data, serve, tiny, train
+    from mmtune.cli import cfg, chat, convert, data, estimate, eval, serve, tiny, train
 
     parser = argparse.ArgumentParser(
         prog="mmtune",
@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"mmtune {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (train, data, cfg, convert, chat, serve, tiny):
+    for module in (train, estimate, data, cfg, convert, chat, eval, serve, tiny):
         module.register(sub)
     return parser
 
