@@ -76,7 +76,7 @@ def heldout_answers(loaded, heldout_json: Path, image_folder: Path, limit: int |
 
 
 @functools.lru_cache(maxsize=None)
-def llava_runs(n_images: int = 160, finetune_steps: int = 120):
+def llava_runs(n_images: int = 80, finetune_steps: int = 30):
     """A tiny LLaVA (Qwen2 + CLIP) pretrained then finetuned on the shapes dataset:
     (root, pretrain recipe, pretrain result, finetune recipe, finetune result)."""
     from mmtune.data.synth.shapes import make_shapes_dataset
