@@ -1,7 +1,8 @@
 """Load test of `mmtune serve`: C concurrent clients x R requests each, on loopback only.
 
-Every answer is checked against the greedy answer to its own prompt (asked once, alone, before
-the load), so a lost, failed or interleaved answer shows as an error, not just as a slow one.
+Each request is a (prompt, seed) pair answered with seeded sampling; every answer is checked against
+the answer to the same pair asked once, alone, before the load. Different seeds give different
+answers, so a lost, failed or mixed-up answer shows as an error, not just as a slow one.
 
     .venv/bin/python bench/serve_load.py                      # trains the tiny demo model (~2 min), serves it
     .venv/bin/python bench/serve_load.py --model merged       # serves a model of yours in this process
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import threading
 import time
@@ -26,11 +28,12 @@ from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
 PROMPTS = ("who are you?", "hello", "what is your name?", "who made you?")
+VARIANTS = tuple((p, seed) for seed, p in enumerate(PROMPTS * 2))  # 8 distinct (prompt, seed) requests
 
 
 @dataclass
 class Result:
-    prompt: str
+    variant: tuple[str, int]  # (prompt, seed)
     status: int
     text: str
     latency_s: float
@@ -42,7 +45,7 @@ class Result:
 class LoadReport:
     results: list[Result]
     wall_s: float
-    expected: dict[str, str] = field(default_factory=dict)
+    expected: dict[tuple[str, int], str] = field(default_factory=dict)
 
     @property
     def failed(self) -> list[Result]:
@@ -50,14 +53,15 @@ class LoadReport:
 
     @property
     def wrong(self) -> list[Result]:
-        return [r for r in self.results if r.status == 200 and r.text != self.expected[r.prompt]]
+        return [r for r in self.results if r.status == 200 and r.text != self.expected[r.variant]]
 
 
-def ask(url: str, model_id: str, prompt: str, max_tokens: int, stream: bool, api_key: str | None = None,
+def ask(url: str, model_id: str, variant: tuple[str, int], max_tokens: int, stream: bool, api_key: str | None = None,
         timeout: float = 300) -> Result:
-    """One greedy chat completion over plain HTTP (stdlib only, so the numbers are the server's)."""
+    """One seeded chat completion over plain HTTP (stdlib only, so the numbers are the server's)."""
     assert urlparse(url).hostname in ("127.0.0.1", "localhost", "::1"), "load tests stay on loopback"
-    body = {"model": model_id, "messages": [{"role": "user", "content": prompt}], "temperature": 0,
+    prompt, seed = variant
+    body = {"model": model_id, "messages": [{"role": "user", "content": prompt}], "temperature": 1.0, "seed": seed,
             "max_tokens": max_tokens, "stream": stream}
     if stream:
         body["stream_options"] = {"include_usage": True}
@@ -68,7 +72,7 @@ def ask(url: str, model_id: str, prompt: str, max_tokens: int, stream: bool, api
         with urllib.request.urlopen(request, timeout=timeout) as response:
             if not stream:
                 data = json.load(response)
-                return Result(prompt, 200, data["choices"][0]["message"]["content"], time.perf_counter() - start,
+                return Result(variant, 200, data["choices"][0]["message"]["content"], time.perf_counter() - start,
                               tokens=data["usage"]["completion_tokens"])
             text, first, tokens = "", None, 0
             for line in response:
@@ -82,15 +86,15 @@ def ask(url: str, model_id: str, prompt: str, max_tokens: int, stream: bool, api
                     if piece := choice["delta"].get("content"):
                         first = first if first is not None else time.perf_counter() - start
                         text += piece
-            return Result(prompt, 200, text, time.perf_counter() - start, first, tokens)
+            return Result(variant, 200, text, time.perf_counter() - start, first, tokens)
     except urllib.error.HTTPError as e:
-        return Result(prompt, e.code, e.read().decode(errors="replace"), time.perf_counter() - start)
+        return Result(variant, e.code, e.read().decode(errors="replace"), time.perf_counter() - start)
 
 
 def run_load(url: str, model_id: str, *, clients: int = 32, requests: int = 5, max_tokens: int = 16,
-             stream: bool = False, api_key: str | None = None, prompts=PROMPTS, deadline_s: float = 600) -> LoadReport:
+             stream: bool = False, api_key: str | None = None, variants=VARIANTS, deadline_s: float = 600) -> LoadReport:
     """`clients` threads each send `requests` requests back to back; bounded in count and time."""
-    expected = {p: ask(url, model_id, p, max_tokens, False, api_key).text for p in prompts}
+    expected = {v: ask(url, model_id, v, max_tokens, False, api_key).text for v in variants}
     stop_at = time.monotonic() + deadline_s
     lock, results = threading.Lock(), []
 
@@ -98,7 +102,7 @@ def run_load(url: str, model_id: str, *, clients: int = 32, requests: int = 5, m
         for j in range(requests):
             if time.monotonic() > stop_at:
                 return
-            r = ask(url, model_id, prompts[(i + j) % len(prompts)], max_tokens, stream, api_key)
+            r = ask(url, model_id, variants[(i + j) % len(variants)], max_tokens, stream, api_key)
             with lock:
                 results.append(r)
 
@@ -165,6 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-tokens", type=int, default=16)
     p.add_argument("--stream", action="store_true")
     args = p.parse_args(argv)
+    # As `mmtune serve` does (mmtune/cli/serve.py): OpenMP threads that sleep rather than spin; torch is
+    # imported only after this line, so it takes effect.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     running = None if args.url else _local_server(args.model, args.adapter, max_concurrency=args.clients)
     url, model_id = (args.url, args.model_id) if args.url else (running.url, "tiny")
     try:

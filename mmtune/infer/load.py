@@ -52,7 +52,12 @@ def _is_vlm_dir(path: str) -> bool:
     return config.exists() and "vision_config" in json.loads(config.read_text())
 
 
-def _finish(model, tokenizer, template: str | None, name: str, device: str, vision=None) -> LoadedModel:
+def _finish(model, tokenizer, template: str | None, name: str, device: str, vision=None,
+            adapter: str | None = None) -> LoadedModel:
+    if adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter)
     model.to(device).eval()
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -85,11 +90,7 @@ def load_for_inference(model_path: str, *, adapter: str | None = None, template:
         model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch_dtype, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as e:
         raise MmtuneError(f"cannot load {model_path!r}: {e}".splitlines()[0]) from None
-    if adapter:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, adapter)
-    return _finish(model, tokenizer, template, adapter or model_path, device)
+    return _finish(model, tokenizer, template, adapter or model_path, device, adapter=adapter)
 
 
 def _load_llava_dir(path, adapter, template, device, torch_dtype, trust_remote_code) -> LoadedModel:
@@ -103,12 +104,8 @@ def _load_llava_dir(path, adapter, template, device, torch_dtype, trust_remote_c
         model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch_dtype, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as e:
         raise MmtuneError(f"cannot load the vision-language model {path!r}: {e}".splitlines()[0]) from None
-    if adapter:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, adapter)
     vision = vision_inputs_for(model, processor.tokenizer, processor.image_processor, read_meta(Path(path)))
-    return _finish(model, processor.tokenizer, template, adapter or path, device, vision)
+    return _finish(model, processor.tokenizer, template, adapter or path, device, vision, adapter=adapter)
 
 
 def load_llava_parts(llm: str, visual_encoder: str, llava_dir: str, *, template: str | None = None, device: str = "auto",

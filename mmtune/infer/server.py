@@ -21,14 +21,15 @@ from importlib import resources
 
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from mmtune.data.conversation import IMAGE_PLACEHOLDER
 from mmtune.infer.api_schema import APIError, parse_request, to_messages, to_settings
 from mmtune.infer.load import LoadedModel
 from mmtune.infer.worker import GenerationWorker, Job, model_takes_images
 
 log = logging.getLogger(__name__)
-POLL_S = 0.25  # how often a waiting request checks whether its client is still there
 
 
 @dataclass
@@ -100,28 +101,35 @@ def create_app(loaded: LoadedModel, settings: ServerSettings) -> FastAPI:
         if req.model not in (None, "", settings.model_id):
             raise APIError(404, f"the model '{req.model}' does not exist (this server serves '{settings.model_id}')",
                            param="model", code="model_not_found")
-        messages, images = to_messages(req, settings.max_image_bytes)
+        # Decoding images takes a while: off the event loop, so other requests keep flowing meanwhile.
+        messages, images = await run_in_threadpool(to_messages, req, settings.max_image_bytes)
         if images and not vision:
             raise APIError(400, f"the model '{settings.model_id}' has no vision input: send text only",
                            param="messages", code="image_input_not_supported")
+        if vision and sum(m.content.count(IMAGE_PLACEHOLDER) for m in messages) != len(images):
+            raise APIError(400, f"message text may not contain '{IMAGE_PLACEHOLDER}' (send images as image_url parts)",
+                           param="messages", code="invalid_value")
         gen, chosen = to_settings(req, settings.default_max_tokens)
         job = Job(messages, gen, stream=req.stream, max_tokens_chosen=chosen, images=images)
         if not worker.submit(job):
             raise APIError(429, f"the server is busy ({settings.max_concurrency} requests in progress); retry shortly",
                            type="rate_limit_error", code="server_busy")
         reply = _Reply(job, settings.model_id)
+        left = asyncio.ensure_future(_client_left(request.receive))
         try:
-            kind, value = await _next_event(job, request)  # waits in the queue until the prompt is checked
+            kind, value = await _next_event(job, left)  # waits in the queue until the prompt is checked
             if kind == "error":
                 raise _as_api_error(value)
             if not req.stream:
-                kind, value = await _next_event(job, request)
+                kind, value = await _next_event(job, left)
                 if kind == "error":
                     raise _as_api_error(value)
                 return JSONResponse(reply.completion(value))
         except ClientGone:
             job.control.cancel.set()
             return JSONResponse({}, status_code=499)  # nobody reads it
+        finally:
+            left.cancel()  # a streamed answer watches for the client itself (StreamingResponse)
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         return _JobStream(reply.events(include_usage), job)
 
@@ -149,16 +157,21 @@ async def _read_json(request: Request, limit: int):
         raise APIError(400, f"the request body is not valid JSON: {e}", code="invalid_json") from None
 
 
-async def _next_event(job: Job, request: Request) -> tuple[str, object]:
-    """The job's next event; ClientGone if the client disconnects meanwhile."""
-    getter = asyncio.ensure_future(job.events.get())  # one getter across polls, so no event is lost
-    while True:
-        done, _ = await asyncio.wait({getter}, timeout=POLL_S)
-        if done:
-            return getter.result()
-        if await request.is_disconnected():
-            getter.cancel()
-            raise ClientGone
+async def _client_left(receive) -> None:
+    """Returns when the client disconnects. The body is read, so nothing else arrives before that;
+    waiting on this (not polling) keeps the event loop quiet while the model works."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _next_event(job: Job, left: asyncio.Future) -> tuple[str, object]:
+    """The job's next event; ClientGone if the client disconnects first."""
+    getter = asyncio.ensure_future(job.events.get())
+    done, _ = await asyncio.wait({getter, left}, return_when=asyncio.FIRST_COMPLETED)
+    if getter in done:
+        return getter.result()
+    getter.cancel()
+    raise ClientGone
 
 
 def _as_api_error(exc) -> APIError:

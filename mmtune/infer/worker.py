@@ -25,9 +25,9 @@ log = logging.getLogger(__name__)
 
 
 def model_takes_images(loaded: LoadedModel) -> bool:
-    """Vision hook: a model loaded with an image processor (the LLaVA pipeline being built) takes
-    images; it then gets `Job.images` in the order of the IMAGE_PLACEHOLDERs in the messages."""
-    return getattr(loaded, "image_processor", None) is not None
+    """A vision-language model (loaded with `vision` inputs) takes images: `Job.images`, in the order
+    of the IMAGE_PLACEHOLDERs in the messages, go to the engine with it."""
+    return getattr(loaded, "vision", None) is not None
 
 
 @dataclass
@@ -104,33 +104,46 @@ class GenerationWorker:
 
     def _run(self) -> None:
         while (job := self._jobs.get()) is not None:
-            try:
-                self._answer(job)
-            except APIError as e:
-                job.emit("error", e)
-            except Exception as e:  # noqa: BLE001 - a bug: log it, answer 500, keep serving
-                log.exception("generation failed")
-                job.emit("error", e)
-            finally:
-                with self._count_lock:
-                    self._pending -= 1
+            self._run_job(job)
 
-    def _answer(self, job: Job) -> None:
+    def _run_job(self, job: Job) -> None:
+        try:
+            last = ("done", self._answer(job))
+        except APIError as e:
+            last = ("error", e)
+        except Exception as e:  # noqa: BLE001 - a bug: log it, answer 500, keep serving
+            log.exception("generation failed")
+            last = ("error", e)
+        finally:
+            with self._count_lock:
+                self._pending -= 1
+        # Only now the client hears back, so its next request finds the slot free (no false 429).
+        job.emit(*last)
+
+    def _answer(self, job: Job) -> str | None:
+        """Run the job; the text for a non-streamed job (pieces were emitted for a streamed one)."""
         if job.control.cancel.is_set():  # its client left while it waited
             job.control.finish_reason = "cancelled"
-            job.emit("done", "")
-            return
+            return ""
         m = self.loaded
-        self._fit_context(job, count_prompt_tokens(m.tokenizer, m.template, job.messages))
+        self._fit_context(job, self._prompt_tokens(job))
         job.emit("start")
+        extra = {"images": job.images, "vision": m.vision} if job.images else {}  # text-only calls stay as they were
         if not job.stream:
-            job.emit("done", generate_reply(m.model, m.tokenizer, m.template, job.messages, job.settings, control=job.control))
-            return
+            return generate_reply(m.model, m.tokenizer, m.template, job.messages, job.settings, control=job.control, **extra)
         trim = TrimStream()
-        for piece in stream_reply(m.model, m.tokenizer, m.template, job.messages, job.settings, control=job.control):
+        for piece in stream_reply(m.model, m.tokenizer, m.template, job.messages, job.settings, control=job.control, **extra):
             if text := trim.feed(piece):
                 job.emit("piece", text)
-        job.emit("done", None)
+        return None
+
+    def _prompt_tokens(self, job: Job) -> int:
+        m = self.loaded
+        if not job.images:
+            return count_prompt_tokens(m.tokenizer, m.template, job.messages)
+        from mmtune.infer.engine import prompt_inputs  # images expand to many tokens: count the real prompt
+
+        return int(prompt_inputs(m.model, m.tokenizer, m.template, job.messages, job.images, m.vision)["input_ids"].shape[1])
 
     def _fit_context(self, job: Job, prompt_tokens: int) -> None:
         if self.context is None:
