@@ -98,7 +98,8 @@ def dataset_cache_root() -> Path:
 
 
 def _encode_batch(batch: dict, encoder: ConversationEncoder, image_spec=None) -> dict:
-    from mmtune.data.vlm import expand_images, fit_length
+    from mmtune.data.encode import fit_length
+    from mmtune.data.vlm import expand_images
 
     out = {"input_ids": [], "labels": [], "status": [], "error": [], "images": [], "grids": [], "source": []}
     for messages, source, images in zip(batch["messages"], batch["source"], batch["images"]):
@@ -106,14 +107,11 @@ def _encode_batch(batch: dict, encoder: ConversationEncoder, image_spec=None) ->
         paths, grids, error = [], [], ""
         try:
             full = encoder.encode_full(conv)
+            image_token_id = None
             if image_spec is not None:
                 full, paths, grids = expand_images(full, images, image_spec, source)
-                sample, status = fit_length(full, encoder.max_length, encoder.overlong, image_spec.image_token_id)
-            elif len(full.input_ids) > encoder.max_length:
-                sample = encoder.encode(conv)
-                status = "truncated" if sample is not None else "dropped"
-            else:
-                sample, status = full, "ok"
+                image_token_id = image_spec.image_token_id
+            sample, status = fit_length(full, encoder.max_length, encoder.overlong, image_token_id)
         except DataError as e:
             sample, status, error = None, "bad", e.format()
         out["input_ids"].append(sample.input_ids if sample else [])

@@ -27,6 +27,20 @@ class EncodedSample:
         return sum(1 for x in self.labels if x != IGNORE_INDEX)
 
 
+def fit_length(sample: EncodedSample, max_length: int, overlong: str,
+               image_token_id: int | None = None) -> tuple[EncodedSample | None, str]:
+    """Apply the length policy: (sample or None, "ok" | "truncated" | "dropped").
+
+    A sample is never cut through its image tokens, and a cut that leaves nothing to train drops it."""
+    if len(sample.input_ids) <= max_length:
+        return sample, "ok"
+    last_image = max((i for i, t in enumerate(sample.input_ids) if t == image_token_id), default=-1)
+    if overlong == "drop" or last_image >= max_length:
+        return None, "dropped"
+    cut = EncodedSample(sample.input_ids[:max_length], sample.labels[:max_length])
+    return (cut, "truncated") if cut.n_trained else (None, "dropped")
+
+
 def with_system(messages: Sequence[Message], system: str | None) -> list[Message]:
     """Add `system` in front when the conversation has no system message of its own."""
     msgs = list(messages)
@@ -63,13 +77,7 @@ class ConversationEncoder:
 
     def encode(self, conv: Conversation) -> EncodedSample | None:
         """Encode and apply the length policy; None when the sample must be dropped."""
-        sample = self.encode_full(conv)
-        if len(sample.input_ids) <= self.max_length:
-            return sample
-        if self.overlong == "drop":
-            return None
-        cut = EncodedSample(sample.input_ids[: self.max_length], sample.labels[: self.max_length])
-        return cut if cut.n_trained else None
+        return fit_length(self.encode_full(conv), self.max_length, self.overlong)[0]
 
     def length(self, conv: Conversation) -> int:
         return len(self.encode_full(conv).input_ids)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from mmtune.data.encode import IGNORE_INDEX, EncodedSample
+from mmtune.data.encode import IGNORE_INDEX, EncodedSample, fit_length  # noqa: F401 - re-exported
 from mmtune.data.images import (
     background_from_mean,
     image_size,
@@ -113,18 +113,6 @@ def expand_images(sample: EncodedSample, images: list, spec: ImageSpec, source: 
     ids += sample.input_ids[start:]
     labels += sample.labels[start:]
     return EncodedSample(ids, labels), paths, out_grids
-
-
-def fit_length(sample: EncodedSample, max_length: int, overlong: str, image_token_id: int) -> tuple[EncodedSample | None, str]:
-    """Apply the length policy without ever cutting through image tokens: (sample or None, status)."""
-    n = len(sample.input_ids)
-    if n <= max_length:
-        return sample, "ok"
-    last_image = max((i for i, t in enumerate(sample.input_ids) if t == image_token_id), default=-1)
-    if overlong == "drop" or last_image >= max_length:
-        return None, "dropped"
-    cut = EncodedSample(sample.input_ids[:max_length], sample.labels[:max_length])
-    return (cut, "truncated") if cut.n_trained else (None, "dropped")
 
 
 class ImageLoader:
