@@ -14,29 +14,9 @@ from pathlib import Path
 
 from mmtune.data.templates import Template, get_template
 from mmtune.errors import MmtuneError
+from mmtune.train.vlm import build_llava_for_recipe
 
 log = logging.getLogger(__name__)
-
-
-def _rebuild(recipe):
-    """The LLaVA model + processor as training built them, before any trained weights."""
-    from mmtune.data.vlm import SLICE_END, SLICE_START
-    from mmtune.models.llava import build_llava
-    from mmtune.models.projector import load_projector
-
-    m = recipe.model
-    model, processor = build_llava(
-        m.path, m.vision.path, projector=m.projector.type, vision_feature_layer=m.vision.feature_layer,
-        vision_feature_select=m.vision.feature_select, dtype="float32", trust_remote_code=m.trust_remote_code,
-        attn_implementation=m.attn_implementation, tokenizer_path=m.tokenizer, resampler_query_nums=m.projector.query_nums,
-    )
-    if recipe.data.slice is not None:
-        processor.tokenizer.add_tokens([SLICE_START, SLICE_END], special_tokens=True)
-        if len(processor.tokenizer) > model.get_input_embeddings().weight.shape[0]:
-            model.resize_token_embeddings(len(processor.tokenizer), mean_resizing=True)
-    if m.pretrained_projector:
-        load_projector(model, m.pretrained_projector)
-    return model, processor
 
 
 def export_llava(recipe, checkpoint: Path, out: Path) -> str:
@@ -44,7 +24,7 @@ def export_llava(recipe, checkpoint: Path, out: Path) -> str:
 
     if recipe.method.stage == "pretrain":
         return _export_projector(recipe, checkpoint, out)
-    model, processor = _rebuild(recipe)
+    model, processor = build_llava_for_recipe(recipe, "float32")
     if is_adapter_dir(checkpoint):
         from peft import PeftModel
 
@@ -80,7 +60,7 @@ def _export_projector(recipe, checkpoint: Path, out: Path) -> str:
         for name in (WEIGHTS_NAME, INFO_NAME):
             shutil.copyfile(checkpoint / name, out / name)
         return "pretrained projector"
-    model, _ = _rebuild(recipe)
+    model, _ = build_llava_for_recipe(recipe, "float32")
     load_projector_from_state(model, checkpoint)
     save_projector(model, out)
     return "pretrained projector"

@@ -35,16 +35,15 @@ def check_vlm_recipe(recipe) -> None:
         raise ConfigError("a vision-language recipe needs data.image_folder (image paths are relative to it)")
 
 
-def build_vlm(recipe, device: str) -> VlmParts:
-    """Model (with trainable parts set), processor, tokenizer and the image encoding/loading specs."""
-    from mmtune.data.vlm import SLICE_END, SLICE_START, ImageLoader, image_spec_for
-    from mmtune.models.freeze import apply_trainable
-    from mmtune.models.llava import build_llava, image_tokens_per_image
+def build_llava_for_recipe(recipe, dtype: str):
+    """(model, processor) as the recipe describes them, before training: LLM + vision encoder + new or
+    pretrained projector, slice-marker tokens added when the recipe slices images. Export rebuilds
+    the same model before loading the trained weights."""
+    from mmtune.data.vlm import SLICE_END, SLICE_START
+    from mmtune.models.llava import build_llava
     from mmtune.models.projector import load_projector
 
-    check_vlm_recipe(recipe)
     m = recipe.model
-    dtype = m.dtype if m.dtype != "auto" else ("bfloat16" if recipe.train.precision == "bf16" else "float32")
     model, processor = build_llava(
         m.path, m.vision.path, projector=m.projector.type, vision_feature_layer=m.vision.feature_layer,
         vision_feature_select=m.vision.feature_select, dtype=dtype, trust_remote_code=m.trust_remote_code,
@@ -58,6 +57,20 @@ def build_vlm(recipe, device: str) -> VlmParts:
     if m.pretrained_projector:
         load_projector(model, m.pretrained_projector)
         log.info("projector loaded from %s", m.pretrained_projector)
+    return model, processor
+
+
+def build_vlm(recipe, device: str) -> VlmParts:
+    """Model (with trainable parts set), processor, tokenizer and the image encoding/loading specs."""
+    from mmtune.data.vlm import ImageLoader, image_spec_for
+    from mmtune.models.freeze import apply_trainable
+    from mmtune.models.llava import image_tokens_per_image
+
+    check_vlm_recipe(recipe)
+    m = recipe.model
+    dtype = m.dtype if m.dtype != "auto" else ("bfloat16" if recipe.train.precision == "bf16" else "float32")
+    model, processor = build_llava_for_recipe(recipe, dtype)
+    tokenizer = processor.tokenizer
     model.config.use_cache = False
     model.config.text_config.use_cache = False
     if recipe.train.gradient_checkpointing:
