@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from mmtune.data.encode import IGNORE_INDEX, EncodedSample, fit_length  # noqa: F401 - re-exported
+from mmtune.data.encode import IGNORE_INDEX, EncodedSample
 from mmtune.data.images import (
     background_from_mean,
     image_size,

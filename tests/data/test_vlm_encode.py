@@ -12,10 +12,10 @@ from transformers import AutoImageProcessor
 from mmtune.config.schema import SliceConfig
 from mmtune.data.conversation import Conversation, Message
 from mmtune.data.dataset import TrainRows
-from mmtune.data.encode import ConversationEncoder, EncodedSample
+from mmtune.data.encode import ConversationEncoder, EncodedSample, fit_length
 from mmtune.data.images import count_image_tokens, slice_grid
 from mmtune.data.templates import get_template
-from mmtune.data.vlm import SLICE_END, SLICE_START, ImageLoader, ImageSpec, expand_images, fit_length
+from mmtune.data.vlm import SLICE_END, SLICE_START, ImageLoader, ImageSpec, expand_images
 from mmtune.errors import DataError
 from mmtune.testing.tiny_vision import tiny_vision_dir
 
