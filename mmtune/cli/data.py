@@ -31,6 +31,7 @@ SHAPES_EPILOG = """\
 examples:
   mmtune data shapes -o data/shapes
   mmtune data shapes -o data/shapes --n 1000 --seed 1 --size 96
+  mmtune data shapes -o data/shapes --n 1000 --questions colour,count   # only these kinds of questions
   mmtune data check data/shapes/finetune.json --image-folder data/shapes
 
 writes into DIR (image paths are relative to DIR, so use DIR as the image folder):
@@ -104,6 +105,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="images in all, a fifth of them held out (default: 200)")
     shapes.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default: 0)")
     shapes.add_argument("--size", type=int, default=64, metavar="PX", help="image side in pixels (default: 64)")
+    shapes.add_argument("--questions", metavar="KINDS",
+                        help="only these question kinds, comma-separated (shape,colour,count,position,existence): "
+                             "single-turn fine-tune questions, a curriculum a tiny model learns fast")
     shapes.set_defaults(func=run_shapes)
 
     preview = commands.add_parser(
@@ -153,7 +157,8 @@ def run_check(args: argparse.Namespace) -> int:
 def run_shapes(args: argparse.Namespace) -> int:
     from mmtune.data.synth.shapes import make_shapes_dataset
 
-    result = make_shapes_dataset(args.output, n=args.n, seed=args.seed, size=args.size)
+    questions = [k.strip() for k in args.questions.split(",")] if args.questions else None
+    result = make_shapes_dataset(args.output, n=args.n, seed=args.seed, size=args.size, questions=questions)
     print(f"drew {result.n_train_images} training and {result.n_heldout_images} held-out images "
           f"({args.size}x{args.size}) in {result.out_dir / 'images'}")
     for name, path in result.files.items():

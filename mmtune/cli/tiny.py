@@ -8,13 +8,16 @@ EPILOG = """\
 examples:
   mmtune make-tiny qwen2 demo_out/models/tiny-qwen2
   mmtune make-tiny llama /tmp/tiny-llama
-The model has random weights and a tokenizer trained locally; it loads with from_pretrained(DIR).
+  mmtune make-tiny clip demo_out/models/tiny-clip      # vision encoder + image processor (64 px, 16 px patches)
+The model has random weights (a language model comes with a tokenizer trained locally); it loads with
+from_pretrained(DIR), like a hub checkpoint.
 """
 
 
 def register(sub) -> None:
     p = add_parser(sub, "make-tiny", "build a tiny random-weight model (demos, tests)", EPILOG)
-    p.add_argument("family", choices=["qwen2", "llama"], help="architecture")
+    p.add_argument("family", choices=["qwen2", "llama", "clip", "siglip"],
+                   help="architecture: a causal LM (qwen2, llama) or a vision encoder (clip, siglip)")
     p.add_argument("out", metavar="DIR", help="output directory")
     p.set_defaults(func=run)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class Section(BaseModel):
@@ -112,9 +112,23 @@ class TrainConfig(Section):
 
 
 class EvalConfig(Section):
-    every_n_steps: int = Field(500, ge=1, description="answer evaluation_inputs every N steps and at the end")
+    every_n_steps: int = Field(500, ge=1, description="sample chats and eval.datasets every N steps, and at the end")
     evaluation_inputs: list[str] = Field(default_factory=list)
     evaluation_images: list[str] = Field(default_factory=list, description="images for the evaluation inputs (VLM)")
+    system: Optional[str] = Field(None, description="system prompt of the sample chats (default: data.system)")
+    max_new_tokens: int = Field(64, ge=1, description="longest sample-chat (and eval.generate) answer, in tokens")
+    datasets: list[DatasetConfig] = Field(
+        default_factory=list,
+        description="held-out files scored during training (eval/loss, eval/ppl on the answer tokens); "
+                    "entries as in data.datasets, without repeat",
+    )
+    max_samples: Optional[int] = Field(
+        None, ge=1, description="score a fixed random subset of this many eval conversations (null: all of them)"
+    )
+    generate: bool = Field(
+        False, description="also answer each eval conversation's last question and report exact / contains match (slow)"
+    )
+    batch_size: Optional[int] = Field(None, ge=1, description="eval conversations per forward pass (default: train.micro_batch_size)")
 
     @model_validator(mode="after")
     def _images_match_inputs(self) -> "EvalConfig":
@@ -123,8 +137,15 @@ class EvalConfig(Section):
             raise ValueError(f"evaluation_images has {n} images for {len(self.evaluation_inputs)} inputs: "
                              "give one image for all inputs or one per input")
         return self
-    system: Optional[str] = None
-    max_new_tokens: int = Field(64, ge=1)
+
+    @field_validator("datasets")
+    @classmethod
+    def _eval_data_is_read_once(cls, datasets: list[DatasetConfig]) -> list[DatasetConfig]:
+        for i, ds in enumerate(datasets):
+            if ds.repeat != 1:
+                raise ValueError(f"entry {i} ({ds.path}) sets repeat: {ds.repeat}, but eval data is scored once; "
+                                 "drop repeat (it weights training data)")
+        return datasets
 
 
 class Recipe(Section):

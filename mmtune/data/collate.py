@@ -1,8 +1,18 @@
 """Batches for the Trainer.
 
 `FlatCollator` puts a micro-batch into one row with per-sample position ids and no padding at all
-(used for packed data: transformers isolates the samples). `PaddingCollator` right-pads to the
-longest sample with an attention mask (unpacked data).
+(used for packed data: the attention keeps the samples apart, see `mmtune.models.packed_attention`).
+With `seq_lens=True` it also passes the sample boundaries as `cu_seq_lens_q/k` + `max_length_q/k`
+(the kwargs of `DataCollatorWithFlattening`), which flash-attention's varlen path and
+`mmtune_packed_sdpa` read instead of re-deriving them from the position ids in every layer; only
+for models whose forward takes those kwargs (transformers' own, not every remote-code model).
+With `trained_logits_only=True` it adds `logits_to_keep` (a mask of the positions whose next token
+is trained) and their `shift_labels`: the model projects only those hidden states onto the
+vocabulary and the loss is the same mean over the same tokens, without full-vocab logits for
+prompt tokens (~8% more tokens/s on the kit model on CPU with a quarter of the tokens untrained;
+bench/packed_attention.py). The output's `logits` then hold only those positions, flattened.
+A single row beats rows of `max_length`: no padding, and attention cost depends only on the
+samples. `PaddingCollator` right-pads to the longest sample with an attention mask (unpacked data).
 """
 
 from __future__ import annotations
@@ -22,6 +32,10 @@ def add_pixels(batch: dict, rows: list[dict]) -> dict:
 
 
 class FlatCollator:
+    def __init__(self, seq_lens: bool = False, trained_logits_only: bool = False):
+        self.seq_lens = seq_lens
+        self.trained_logits_only = trained_logits_only
+
     def __call__(self, rows: list[dict]) -> dict:
         flat = {"input_ids": [], "labels": [], "position_ids": []}
         for row in rows:
@@ -29,7 +43,30 @@ class FlatCollator:
             for key in flat:
                 flat[key].extend(ids[key])
         batch = {key: torch.tensor([values], dtype=torch.long) for key, values in flat.items()}
+        if self.seq_lens:
+            batch.update(seq_lens(flat["position_ids"]))
+        if self.trained_logits_only:
+            batch.update(trained_positions(batch["labels"]))
         return add_pixels(batch, rows)
+
+
+def trained_positions(labels: torch.Tensor) -> dict:
+    """`logits_to_keep` (bool, labels' shape) marks the positions whose next token is trained;
+    `shift_labels` are those next tokens, in order. Nothing when no token is trained."""
+    following = torch.cat([labels[:, 1:], torch.full_like(labels[:, :1], IGNORE_INDEX)], dim=1)
+    keep = following != IGNORE_INDEX
+    if not keep.any():
+        return {}
+    return {"logits_to_keep": keep, "shift_labels": following[keep]}
+
+
+def seq_lens(position_ids: list[int]) -> dict:
+    """Flash-attention varlen kwargs for one flat row: a sample starts where positions restart."""
+    starts = [i for i, p in enumerate(position_ids) if i == 0 or p != position_ids[i - 1] + 1]
+    bounds = [*starts, len(position_ids)]
+    cu = torch.tensor(bounds, dtype=torch.int32)
+    longest = max(b - a for a, b in zip(bounds[:-1], bounds[1:])) if position_ids else 0
+    return {"cu_seq_lens_q": cu, "cu_seq_lens_k": cu, "max_length_q": longest, "max_length_k": longest}
 
 
 class PaddingCollator:

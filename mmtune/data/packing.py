@@ -2,8 +2,10 @@
 
 A packed row keeps each sample's boundaries: position ids restart at 0 for every sample, and the
 first label of every sample is ignored so no token learns to predict the next sample. The model
-sees `position_ids` and no attention mask, which transformers turns into per-sample attention
-(flash-attention varlen on GPU; a block-diagonal mask for sdpa/eager) — no attention across samples.
+sees `position_ids` and no attention mask (collate.FlatCollator) and attends within each sample
+only: flash-attention varlen on GPU, one SDPA call per sample with `mmtune_packed_sdpa` (what
+`sdpa` becomes for packed training, see mmtune.models.packed_attention), transformers'
+block-diagonal mask for eager — no attention across samples.
 """
 
 from __future__ import annotations

@@ -177,7 +177,14 @@ def tiny_lm_dir(family: str = "qwen2") -> Path:
 
 def copy_tiny(kind: str, dest: Path) -> Path:
     """Copy a cached tiny model (or the tokenizer) to `dest`, for demos that want their own copy."""
-    src = tiny_tokenizer_dir() if kind == "tokenizer" else tiny_lm_dir(kind)
+    if kind == "tokenizer":
+        src = tiny_tokenizer_dir()
+    elif kind in ("clip", "siglip"):
+        from mmtune.testing.tiny_vision import tiny_vision_dir
+
+        src = tiny_vision_dir(kind)
+    else:
+        src = tiny_lm_dir(kind)
     dest = Path(dest)
     if dest.exists():
         shutil.rmtree(dest)

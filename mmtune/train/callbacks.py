@@ -86,7 +86,7 @@ class ReadableLogCallback(TrainerCallback):
 
 
 class LossPlotCallback(TrainerCallback):
-    """Write the loss curve (`loss.png`) and its numbers (`loss.json`) at the end of training."""
+    """Write the loss curve (`loss.png`, with the eval loss if any) and its numbers (`loss.json`) at the end of training."""
 
     def __init__(self, out_dir: Path):
         self.out_dir = Path(out_dir)
@@ -107,9 +107,13 @@ def write_loss_curve(log_history: list[dict], out_dir: Path) -> Path | None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", markersize=2)
+    ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", markersize=2, label="training loss")
+    evals = [(h["step"], h["eval_loss"]) for h in log_history if "eval_loss" in h and "step" in h]
+    if evals:  # eval.datasets (see eval_callback.py)
+        ax.plot([p[0] for p in evals], [p[1] for p in evals], marker="s", markersize=4, label="eval loss")
+        ax.legend()
     ax.set_xlabel("optimizer step")
-    ax.set_ylabel("training loss")
+    ax.set_ylabel("loss")
     ax.set_title("mmtune training loss")
     ax.grid(alpha=0.3)
     fig.tight_layout()

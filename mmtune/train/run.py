@@ -18,9 +18,11 @@ from mmtune.data.templates import Template, get_template
 from mmtune.errors import MmtuneError
 from mmtune.models.adapters import apply_method, count_parameters
 from mmtune.models.load import load_causal_lm, load_tokenizer, pick_device
+from mmtune.models.packed_attention import flat_collator_options, use_packed_attention
 from mmtune.train import callbacks as cb
 from mmtune.train import launch
 from mmtune.train.checkpoints import resolve_resume
+from mmtune.train.eval_callback import EvalDatasetCallback, read_eval_set
 
 log = logging.getLogger("mmtune.train")
 
@@ -109,6 +111,7 @@ def run_training(recipe, work_dir: str | Path, *, resume: str | None = None, dee
     from transformers import set_seed
 
     set_seed(recipe.train.seed)  # LoRA / new-weight init draws from the global RNG
+    eval_set = read_eval_set(recipe)  # eval.datasets: a bad file fails here, before any weights load
     vlm = None
     if recipe.model.vision is not None:  # the VLM's tokenizer (image token) comes with its model
         from mmtune.train.vlm import build_vlm
@@ -146,6 +149,8 @@ def run_training(recipe, work_dir: str | Path, *, resume: str | None = None, dee
         )
         model.config.use_cache = False  # needed for packed rows and gradient checkpointing
         model = apply_method(model, recipe.method, gradient_checkpointing=recipe.train.gradient_checkpointing)
+    if rows.pack:  # sdpa -> per-sample attention over the flat row (eager and flash stay as they are)
+        log.info("packed rows: attention %s", use_packed_attention(model))
     trainable, total = count_parameters(model)
     log.info("parameters: %s trainable of %s (%.2f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / max(total, 1))
 
@@ -174,7 +179,7 @@ def run_training(recipe, work_dir: str | Path, *, resume: str | None = None, dee
         model=model,
         args=args,
         train_dataset=rows,
-        data_collator=FlatCollator() if rows.pack else PaddingCollator(tokenizer.pad_token_id),
+        data_collator=FlatCollator(**flat_collator_options(model)) if rows.pack else PaddingCollator(tokenizer.pad_token_id),
         processing_class=tokenizer,
         callbacks=[
             launch.sample_chat_callback(sample_cb, args),
@@ -185,6 +190,8 @@ def run_training(recipe, work_dir: str | Path, *, resume: str | None = None, dee
             *(extra_callbacks or []),
         ],
     )
+    if eval_set is not None:
+        trainer.add_callback(EvalDatasetCallback.from_recipe(trainer, eval_set, tokenizer, template, recipe))
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(cb.QuietProgressCallback())
     samples_before = len(_read_samples(work_dir))

@@ -1,9 +1,11 @@
 """Packing: bins, packed rows, and — the key test — that a packed batch trains exactly like the
-same samples run one by one, on real tiny Llama and Qwen2 models with sdpa and eager attention.
+same samples run one by one, on real tiny Llama and Qwen2 models with sdpa, eager and mmtune's
+packed sdpa (`mmtune_packed_sdpa`, what packed training uses in place of sdpa).
 
 transformers 5 isolates packed samples when it gets per-sample `position_ids` and no attention
-mask (use_cache=False); a negative control shows the comparison fails when attention crosses the
-sample boundaries, so the test can tell right from wrong.
+mask (use_cache=False); mmtune_packed_sdpa runs one causal SDPA per sample. Negative controls show
+the comparison fails when attention crosses the sample boundaries, so the test can tell right
+from wrong.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from mmtune.data.conversation import Conversation, Message
 from mmtune.data.encode import IGNORE_INDEX, ConversationEncoder
 from mmtune.data.packing import concat_samples, pack_lengths
 from mmtune.data.templates import get_template
+from mmtune.models.packed_attention import PACKED_SDPA, use_packed_attention
 
 # --- pack_lengths ------------------------------------------------------------------------------------
 
@@ -100,6 +103,27 @@ def test_flat_collator_makes_one_row_without_attention_mask():
     assert batch["input_ids"].dtype == torch.long
 
 
+def test_flat_collator_can_pass_flash_attention_boundaries():
+    rows = [concat_samples([{"input_ids": [1, 2], "labels": [1, 2]}, {"input_ids": [3], "labels": [3]}]),
+            {"input_ids": [4, 5, 6], "labels": [4, 5, 6]}]
+    batch = FlatCollator(seq_lens=True)(rows)
+    assert batch["cu_seq_lens_q"].tolist() == batch["cu_seq_lens_k"].tolist() == [0, 2, 3, 6]
+    assert batch["cu_seq_lens_q"].dtype == torch.int32
+    assert batch["max_length_q"] == batch["max_length_k"] == 3
+    assert batch["position_ids"].tolist() == FlatCollator()(rows)["position_ids"].tolist()
+
+
+def test_flat_collator_can_keep_only_the_trained_positions():
+    rows = [concat_samples([{"input_ids": [1, 2, 3], "labels": [-100, 2, 3]}, {"input_ids": [4, 5], "labels": [4, 5]}])]
+    batch = FlatCollator(trained_logits_only=True)(rows)
+    assert batch["labels"].tolist() == [[-100, 2, 3, -100, 5]]
+    # position k is kept when labels[k + 1] is trained: logits at 0 predict 2, at 1 predict 3, at 3 predict 5
+    assert batch["logits_to_keep"].tolist() == [[True, True, False, True, False]]
+    assert batch["shift_labels"].tolist() == [2, 3, 5]
+    untrained = FlatCollator(trained_logits_only=True)([concat_samples([{"input_ids": [1, 2], "labels": [-100, -100]}])])
+    assert "logits_to_keep" not in untrained  # nothing to keep: the model's usual path
+
+
 def test_padding_collator_pads_right_with_a_mask():
     batch = PaddingCollator(pad_token_id=0)([{"input_ids": [5, 6, 7], "labels": [-100, 6, 7]}, {"input_ids": [8], "labels": [8]}])
     assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0]]
@@ -119,11 +143,19 @@ CONVERSATIONS = [
 ]
 
 
+ATTENTIONS = ("sdpa", "eager", "packed")
+
+
 @functools.lru_cache(maxsize=None)
 def _model(path, attn: str):
+    """`packed` is how training gets it: an sdpa model switched by use_packed_attention."""
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(path, attn_implementation=attn, dtype=torch.float32).eval()
+    load_as = "sdpa" if attn == "packed" else attn
+    m = AutoModelForCausalLM.from_pretrained(path, attn_implementation=load_as, dtype=torch.float32).eval()
+    if attn == "packed":
+        assert use_packed_attention(m) == PACKED_SDPA
+    return m
 
 
 @pytest.fixture(scope="module")
@@ -138,13 +170,16 @@ def samples(tiny_tokenizer) -> list[dict]:
     return out
 
 
-@pytest.fixture(params=[("llama", "sdpa"), ("llama", "eager"), ("qwen2", "sdpa"), ("qwen2", "eager")],
-                ids=lambda p: f"{p[0]}-{p[1]}")
+@pytest.fixture(params=list(itertools.product(("llama", "qwen2"), ATTENTIONS)), ids=lambda p: f"{p[0]}-{p[1]}")
 def model(request, tiny_llama_dir, tiny_qwen2_dir):
     family, attn = request.param
     m = _model(str(tiny_llama_dir if family == "llama" else tiny_qwen2_dir), attn)
-    assert m.config._attn_implementation == attn
+    assert m.config._attn_implementation == (PACKED_SDPA if attn == "packed" else attn)
     return m
+
+
+def is_packed(model) -> bool:
+    return model.config._attn_implementation == PACKED_SDPA
 
 
 def packed_batch(samples) -> dict:
@@ -186,17 +221,30 @@ def test_packed_loss_equals_token_mean_of_solo_runs(model, samples):
 def test_packed_logits_equal_solo_logits(model, samples):
     logits = model(**packed_batch(samples), use_cache=False).logits[0]
     start = 0
+    tolerance = 1e-5 if is_packed(model) else 1e-4
     for s, (_, _, solo) in zip(samples, solo_runs(model, samples)):
         n = len(s["input_ids"])
-        assert (logits[start : start + n] - solo).abs().max().item() < 1e-4
+        assert (logits[start : start + n] - solo).abs().max().item() < tolerance
         start += n
     assert start == logits.shape[0]
 
 
 @torch.no_grad()
+def test_boundaries_from_the_collator_give_the_same_logits(model, samples):
+    """cu_seq_lens_q (FlatCollator(seq_lens=True)) and position-id restarts mark the same samples."""
+    rows = [concat_samples(samples[:3]), concat_samples(samples[3:])]
+    plain = model(**FlatCollator()(rows), use_cache=False).logits
+    with_lens = model(**FlatCollator(seq_lens=True)(rows), use_cache=False).logits
+    assert (plain - with_lens).abs().max().item() < 1e-5
+
+
+@torch.no_grad()
 def test_negative_control_attention_across_samples_changes_the_loss(model, samples):
     """With a 2-D all-ones mask transformers does not detect the packing: samples see each other.
-    The comparison above must be able to fail, and here it does."""
+    The comparison above must be able to fail, and here it does. (mmtune_packed_sdpa keeps samples
+    apart even then: its own control is the next test.)"""
+    if is_packed(model):
+        pytest.skip("mmtune_packed_sdpa isolates restarting position ids whatever the 2-D mask")
     batch = packed_batch(samples)
     good = model(**batch, use_cache=False)
     leaky = model(**batch, attention_mask=torch.ones_like(batch["input_ids"]), use_cache=False)
@@ -210,13 +258,49 @@ def test_negative_control_attention_across_samples_changes_the_loss(model, sampl
     assert torch.allclose(leaky.logits[0, :n0], good.logits[0, :n0], atol=1e-4)
 
 
-def test_packed_gradients_equal_solo_gradients(tiny_llama_dir, samples):
+@torch.no_grad()
+def test_negative_control_wrong_boundaries_change_the_packed_logits(model, samples):
+    """mmtune_packed_sdpa's own path with samples 0 and 1 merged into one span (wrong cu_seq_lens):
+    sample 1 now sees sample 0 and its logits move far beyond the tolerance; the others do not move.
+    So the equality tests above would catch attention across a boundary."""
+    if not is_packed(model):
+        pytest.skip("the sdpa/eager control is the test above")
+    batch = FlatCollator(seq_lens=True)([concat_samples(samples[:3]), concat_samples(samples[3:])])
+    good = model(**batch, use_cache=False)
+    cu = batch["cu_seq_lens_q"].tolist()
+    merged = torch.tensor([cu[0], *cu[2:]], dtype=torch.int32)
+    leaky = model(**{**batch, "cu_seq_lens_q": merged, "cu_seq_lens_k": merged}, use_cache=False)
+    n0, n1 = cu[1], cu[2]
+    assert (leaky.logits[0, n0:n1] - good.logits[0, n0:n1]).abs().max().item() > 1e-2
+    assert (leaky.logits[0, :n0] - good.logits[0, :n0]).abs().max().item() < 1e-5
+    assert (leaky.logits[0, n1:] - good.logits[0, n1:]).abs().max().item() < 1e-5
+    assert leaky.loss.item() != pytest.approx(good.loss.item(), rel=1e-4)
+
+
+@torch.no_grad()
+def test_trained_logits_only_gives_the_same_loss(model, samples):
+    rows = [concat_samples(samples[:3]), concat_samples(samples[3:])]
+    full = model(**FlatCollator()(rows), use_cache=False)
+    batch = FlatCollator(trained_logits_only=True)(rows)
+    kept = model(**batch, use_cache=False)
+    assert kept.logits.shape == (int(batch["logits_to_keep"].sum()), full.logits.shape[-1])
+    assert (kept.logits - full.logits[batch["logits_to_keep"]]).abs().max().item() < 1e-5
+    assert kept.loss.item() == pytest.approx(full.loss.item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("family, attn", list(itertools.product(("llama", "qwen2"), ("sdpa", "packed"))))
+@pytest.mark.parametrize("trained_logits_only", [False, True], ids=["all_logits", "trained_logits"])
+def test_packed_gradients_equal_solo_gradients(family, attn, trained_logits_only, tiny_llama_dir, tiny_qwen2_dir, samples):
     """One training step's gradients: packed row == token-mean over samples run alone (train mode)."""
     from transformers import AutoModelForCausalLM
 
-    m = AutoModelForCausalLM.from_pretrained(str(tiny_llama_dir), attn_implementation="sdpa", dtype=torch.float32)
+    path = tiny_llama_dir if family == "llama" else tiny_qwen2_dir
+    m = AutoModelForCausalLM.from_pretrained(str(path), attn_implementation="sdpa", dtype=torch.float32)
+    if attn == "packed":
+        use_packed_attention(m)
     m.train()
-    m(**packed_batch(samples), use_cache=False).loss.backward()
+    rows = [concat_samples(samples[:3]), concat_samples(samples[3:])]
+    m(**FlatCollator(trained_logits_only=trained_logits_only)(rows), use_cache=False).loss.backward()
     packed = {n: p.grad.clone() for n, p in m.named_parameters()}
     m.zero_grad()
     total = sum(int((torch.tensor(s["labels"][1:]) != IGNORE_INDEX).sum()) for s in samples)

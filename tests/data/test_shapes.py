@@ -174,3 +174,29 @@ def test_cli_shapes(tmp_path, capsys):
     assert f"drew 8 training and 2 held-out images (48x48) in {tmp_path / 'd' / 'images'}" in out
     assert f"to {tmp_path / 'd' / 'finetune_minicpm.json'}" in out and "rows to" in out
     assert (tmp_path / "d" / "mmbench_test.tsv").is_file()
+
+
+def test_questions_limit_finetune_heldout_and_mmbench_to_the_chosen_kinds(tmp_path):
+    result = make_shapes_dataset(tmp_path / "s", n=40, seed=0, questions=["colour", "count"])
+    finetune = json.loads((tmp_path / "s" / "finetune.json").read_text())
+    assert len(finetune) == 2 * result.n_train_images  # two single-turn questions per image, nothing else
+    colour_answers = {f"{c.capitalize()}." for c in COLOURS}
+    for record in finetune:
+        assert "image" in record and len(record["conversations"]) == 2
+        assert record["conversations"][1]["value"] in colour_answers | {"One.", "Two.", "Three."}
+    heldout = json.loads((tmp_path / "s" / "heldout.json").read_text())
+    assert {r["category"] for r in heldout} == {"colour", "count"}
+    assert {r["category"] for r in read_tsv(tmp_path / "s" / "mmbench_dev.tsv")} == {"colour", "count"}
+    # the default mix is untouched by the option's existence: captions and several kinds
+    assert json.loads((tmp_path / "s" / "pretrain.json").read_text())
+    with pytest.raises(MmtuneError, match="unknown question kind.*size"):
+        make_shapes_dataset(tmp_path / "t", n=10, questions=["colour", "size"])
+
+
+def test_cli_shapes_questions(tmp_path):
+    parser = argparse.ArgumentParser(prog="mmtune")
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["data", "shapes", "-o", str(tmp_path / "d"), "--n", "10", "--questions", "colour"])
+    assert args.func(args) == 0
+    heldout = json.loads((tmp_path / "d" / "heldout.json").read_text())
+    assert {r["category"] for r in heldout} == {"colour"}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -41,3 +43,14 @@ def test_make_tiny_cli_copies_a_loadable_model(tmp_path, capsys):
     assert not (tmp_path / "m" / ".complete").exists()
     copy_tiny("tokenizer", tmp_path / "t")
     assert AutoTokenizer.from_pretrained(tmp_path / "t").eos_token == "<|im_end|>"
+
+
+@pytest.mark.parametrize("kind, model_type", [("clip", "clip_vision_model"), ("siglip", "siglip_vision_model")])
+def test_make_tiny_cli_writes_a_vision_encoder_with_its_processor(tmp_path, kind, model_type):
+    from transformers import AutoConfig, AutoImageProcessor
+
+    from mmtune.cli.main import main
+
+    assert main(["make-tiny", kind, str(tmp_path / "v")]) == 0
+    assert AutoConfig.from_pretrained(tmp_path / "v").model_type == model_type
+    assert AutoImageProcessor.from_pretrained(tmp_path / "v").size  # the processor travels with the encoder

@@ -101,6 +101,10 @@ class Scene:
         kinds = ["shape", "colour", "count", "existence"]
         return kinds + ["position"] if self.position else kinds
 
+    def asked(self, questions: tuple[str, ...] | None) -> list[str]:
+        """The kinds this image can answer, limited to `questions` (None: all)."""
+        return [k for k in self.categories if questions is None or k in questions]
+
 
 @dataclass
 class ShapesDataset:
@@ -233,17 +237,24 @@ def pretrain_records(train: list[tuple[str, Scene]], rng: random.Random) -> list
             for i, (path, scene) in enumerate(train)]
 
 
-def finetune_records(train: list[tuple[str, Scene]], rng: random.Random) -> list[dict]:
-    """Per image one single-turn and one multi-turn (2-3 questions) record; ~10% text-only records."""
+def finetune_records(train: list[tuple[str, Scene]], rng: random.Random,
+                     questions: tuple[str, ...] | None = None) -> list[dict]:
+    """Per image one single-turn and one multi-turn (2-3 questions) record; ~10% text-only records.
+    With `questions` only those kinds are asked, two single-turn records per image."""
     records = []
     for path, scene in train:
+        if questions is not None:
+            kinds = scene.asked(questions)
+            records += [llava_record("", path, [(user_turn(q, rng), a)])
+                        for q, a in (ask(scene, rng.choice(kinds), rng) for _ in range(2))] if kinds else []
+            continue
         kinds = scene.categories + ["caption"]
         q, a = ask(scene, rng.choice(kinds), rng)
         records.append(llava_record("", path, [(user_turn(q, rng), a)]))
         turns = [ask(scene, kind, rng) for kind in rng.sample(kinds, rng.choice((2, 3)))]
         turns[0] = (user_turn(turns[0][0], rng), turns[0][1])
         records.append(llava_record("", path, turns))
-    text_only = [rng.choice(TEXT_QA) for _ in range(max(1, len(records) // 10))]
+    text_only = [rng.choice(TEXT_QA) for _ in range(max(1, len(records) // 10))] if questions is None else []
     records += [llava_record("", None, [qa]) for qa in text_only]
     rng.shuffle(records)
     for i, record in enumerate(records):
@@ -286,11 +297,14 @@ def pick_pair(train: list[tuple[str, Scene]], rng: random.Random) -> tuple[tuple
     return train[i], train[j]
 
 
-def heldout_records(heldout: list[tuple[str, Scene]], rng: random.Random) -> list[dict]:
+def heldout_records(heldout: list[tuple[str, Scene]], rng: random.Random,
+                    questions: tuple[str, ...] | None = None) -> list[dict]:
     """One question per held-out image, the kinds taken in turn so every kind is asked."""
     records = []
     for i, (path, scene) in enumerate(heldout):
-        kinds = scene.categories
+        kinds = scene.asked(questions)
+        if not kinds:
+            continue
         kind = kinds[i % len(kinds)]
         q, a = ask(scene, kind, rng)
         record = llava_record(f"heldout_{i}", path, [(f"<image>\n{q}", a)])
@@ -299,13 +313,14 @@ def heldout_records(heldout: list[tuple[str, Scene]], rng: random.Random) -> lis
     return records
 
 
-def mmbench_rows(heldout: list[tuple[str, Scene]], folder: Path, rng: random.Random) -> list[dict]:
+def mmbench_rows(heldout: list[tuple[str, Scene]], folder: Path, rng: random.Random,
+                 questions: tuple[str, ...] | None = None) -> list[dict]:
     """One multiple-choice row per (image, question kind): 4 options for shape/colour/position,
     3 for count, 2 (yes/no) for existence."""
     rows = []
     for path, scene in heldout:
         image = base64.b64encode((folder / path).read_bytes()).decode("ascii")
-        for kind in scene.categories:
+        for kind in scene.asked(questions):
             if kind == "existence":
                 colour = scene.colour if rng.random() < 0.5 else rng.choice([c for c in COLOURS if c != scene.colour])
                 question, options = f"Is there a {colour} shape in the image?", ["yes", "no"]
@@ -345,8 +360,18 @@ def write_json(records: list[dict], path: Path) -> None:
 # ------------------------------------------------------------------------------------------ dataset
 
 def make_shapes_dataset(out_dir: str | Path, n: int = 200, seed: int = 0, size: int = 64,
-                        heldout_fraction: float = 0.2) -> ShapesDataset:
-    """Draw `n` images (a `heldout_fraction` of them held out, at least 2) and write the files above."""
+                        heldout_fraction: float = 0.2, questions: list[str] | None = None) -> ShapesDataset:
+    """Draw `n` images (a `heldout_fraction` of them held out, at least 2) and write the files above.
+
+    `questions` limits the fine-tune, held-out and MMBench questions to some kinds (e.g. ["colour"]):
+    finetune.json then holds two single-turn questions per image and no captions or text-only records,
+    a curriculum a tiny model learns within a CPU budget (the full mix needs far more steps)."""
+    if questions is not None:
+        unknown = sorted(set(questions) - set(L2_CATEGORY))
+        if unknown or not questions:
+            raise MmtuneError(f"unknown question kind(s) {', '.join(unknown) or '(none given)'}; "
+                              f"choose from {', '.join(L2_CATEGORY)}")
+        questions = tuple(questions)
     if n < 4:
         raise MmtuneError(f"--n must be at least 4 (2 training and 2 held-out images), got {n}")
     if size < 16:
@@ -375,9 +400,9 @@ def make_shapes_dataset(out_dir: str | Path, n: int = 200, seed: int = 0, size: 
     half = math.ceil(len(heldout) / 2)
     outputs = {
         "pretrain": pretrain_records(train, stream("pretrain")),
-        "finetune": finetune_records(train, stream("finetune")),
+        "finetune": finetune_records(train, stream("finetune"), questions),
         "finetune_minicpm": minicpm_records(train, stream("minicpm")),
-        "heldout": heldout_records(heldout, stream("heldout")),
+        "heldout": heldout_records(heldout, stream("heldout"), questions),
     }
     for name, records in outputs.items():
         path = out / f"{name}.json"
@@ -385,7 +410,7 @@ def make_shapes_dataset(out_dir: str | Path, n: int = 200, seed: int = 0, size: 
         result.files[name], result.records[name] = path, len(records)
     mmbench_rng = stream("mmbench")
     for name, images, with_answer in (("mmbench_dev", heldout[:half], True), ("mmbench_test", heldout[half:], False)):
-        rows = mmbench_rows(images, out, mmbench_rng)
+        rows = mmbench_rows(images, out, mmbench_rng, questions)
         path = out / f"{name}.tsv"
         write_tsv(rows, path, with_answer)
         result.files[name], result.records[name] = path, len(rows)
