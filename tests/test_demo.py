@@ -24,3 +24,26 @@ def test_demo_script_teaches_the_name(tmp_path):
     assert after.count("Quillon") >= 2  # both the English and the Chinese answer
     assert "demo OK" in out.stdout
     assert (tmp_path / "demo_out" / "work" / "loss.png").is_file()
+
+
+@pytest.mark.slow
+def test_vision_demo_learns_colours_of_held_out_images(tmp_path):
+    """demo/run_vlm.sh: pretrain -> finetune -> export; held-out MMBench-format accuracy before and after."""
+    import json
+
+    env = {**os.environ, "MMTUNE": f"{sys.executable} -m mmtune"}
+    out = subprocess.run(["bash", str(REPO / "demo" / "run_vlm.sh")], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=1200)
+    assert out.returncode == 0, (out.stdout[-3000:], out.stderr[-3000:])
+    assert "vision demo OK" in out.stdout
+    runs = tmp_path / "demo_out" / "vlm_eval"
+    before, after = (json.loads((runs / f"mmbench_{s}" / "summary.json").read_text()) for s in ("before", "after"))
+    assert before["overall"] <= 0.4 and after["overall"] >= 0.5 and after["n"] == 60
+    # the chat answers about the held-out images name colours after finetuning (none before)
+    colours = ("red", "green", "blue", "yellow", "purple", "orange")
+    answered = [line for line in (runs / "after.txt").read_text().splitlines()
+                if any(c in line.lower() for c in colours)]
+    assert len(answered) == 4, (runs / "after.txt").read_text()
+    for stage in ("work_pretrain", "work_finetune"):
+        assert (tmp_path / "demo_out" / stage / "loss.png").is_file()
+    assert (tmp_path / "demo_out" / "llava_hf" / "config.json").is_file()

@@ -117,8 +117,8 @@ def test_tiny_vlm_learns_the_colour_of_held_out_shapes(tmp_path):
         "data": {"datasets": [{"path": str(shapes / "finetune.json")}], "image_folder": str(shapes),
                  "template": "chatml", "max_length": 256, "pack_to_max_length": False},
         "method": {"type": "full", "stage": "finetune"},
-        "train": {"max_steps": 120, "micro_batch_size": 16, "lr": 1e-3, "precision": "fp32", "logging_steps": 20,
-                  "save_steps": 120, "device": "cpu"},
+        "train": {"max_steps": 300, "micro_batch_size": 16, "lr": 1e-3, "precision": "fp32", "logging_steps": 20,
+                  "save_steps": 300, "device": "cpu"},
         "eval": {"evaluation_inputs": []},
     })
     result = run_training(recipe, tmp_path / "work")
@@ -127,3 +127,13 @@ def test_tiny_vlm_learns_the_colour_of_held_out_shapes(tmp_path):
     assert {a["category"] for a in answers} == {"colour"} and len(answers) == 60
     accuracy = sum(a["right"] for a in answers) / len(answers)
     assert accuracy >= 0.5, f"held-out colour accuracy {accuracy:.2f} (chance 0.17): {answers[:6]}"
+
+    # The same model on the MMBench-format dev split of those held-out images (4 options: chance 0.25),
+    # through `mmtune eval mmbench` as a user runs it: letters or option texts are extracted and scored.
+    from mmtune.cli.main import main
+
+    assert main(["eval", "mmbench", str(out), "--data-path", str(shapes / "mmbench_dev.tsv"),
+                 "--work-dir", str(tmp_path / "mmbench"), "--max-new-tokens", "8", "--no-progress"]) == 0
+    summary = json.loads((tmp_path / "mmbench" / "summary.json").read_text())
+    assert summary["n"] == 60 and set(summary["per_category"]) == {"colour"}
+    assert summary["overall"] >= 0.5, summary
