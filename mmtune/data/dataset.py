@@ -3,28 +3,40 @@
 Bad records are counted and logged with their place, never dropped silently. Tokenization runs
 once per (data files, tokenizer, template, length policy): the result is saved with
 `datasets.save_to_disk` under a key of all of those, and later runs load it.
+
+Encoded samples are a Dataset of `input_ids` and `labels` (int32 lists) and `length` (int32), so
+counting and packing read one small column instead of every token. Text is tokenized in chunks
+on `data.num_proc` threads (see `_encode_text`); image data in a `datasets` map on `num_proc` processes.
 """
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import logging
 import os
 import random
 import shutil
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
+from itertools import chain
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 
-from mmtune.data.conversation import Conversation
-from mmtune.data.encode import ConversationEncoder, encoder_from_recipe
+from mmtune.data.conversation import Conversation, Message
+from mmtune.data.encode import DROPPED, TRUNCATED, ConversationEncoder, EncodedBatch, encoder_from_recipe
 from mmtune.data.packing import concat_samples, pack_lengths
 from mmtune.errors import DataError
 
 log = logging.getLogger(__name__)
-CACHE_FORMAT = "1"  # bump when the encoded layout changes
+CACHE_FORMAT = "2"  # bump when the encoded layout changes (2: int32 ids/labels, length column)
 
 
 @dataclass
@@ -40,6 +52,36 @@ class DataStats:
     from_cache: bool = False
 
 
+@contextmanager
+def no_gc():
+    """Pause the cyclic garbage collector while building many small acyclic objects (records,
+    messages, token lists): each full collection walks every object of the process (torch's and
+    transformers' included); they doubled the time to read 100k conversations."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+@contextmanager
+def threads_only():
+    """Our threads are the parallelism while they tokenize: the Rust tokenizer's own thread pool would
+    oversubscribe the cores and busy-wait between calls. `TOKENIZERS_PARALLELISM=false` meanwhile,
+    as `datasets.map(num_proc=...)` sets it for its workers; the previous value is restored after."""
+    previous = os.environ.get("TOKENIZERS_PARALLELISM")
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("TOKENIZERS_PARALLELISM", None)
+        else:
+            os.environ["TOKENIZERS_PARALLELISM"] = previous
+
+
 def load_conversations(datasets_cfg, stats: DataStats | None = None) -> list[Conversation]:
     """Read every configured file (repeated as asked); bad records are logged and counted."""
     from mmtune.data.formats import read_file
@@ -47,7 +89,8 @@ def load_conversations(datasets_cfg, stats: DataStats | None = None) -> list[Con
     stats = stats if stats is not None else DataStats()
     out: list[Conversation] = []
     for ds in datasets_cfg:
-        convs, errors = read_file(ds.path, ds.format, errors="collect")
+        with no_gc():
+            convs, errors = read_file(ds.path, ds.format, errors="collect")
         stats.records += len(convs) + len(errors)
         stats.bad_records += len(errors)
         if errors:
@@ -97,35 +140,129 @@ def dataset_cache_root() -> Path:
     return Path(base) / "datasets"
 
 
-def _encode_batch(batch: dict, encoder: ConversationEncoder, image_spec=None) -> dict:
+TEXT_CHUNK = 1000  # conversations per tokenizer call
+
+
+def _list_column(values: np.ndarray, offsets: np.ndarray) -> pa.Array:
+    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(values, pa.int32()))
+
+
+def _token_columns(batch: EncodedBatch) -> dict:
+    return {"input_ids": _list_column(batch.input_ids, batch.offsets),
+            "labels": _list_column(batch.labels, batch.offsets),
+            "length": pa.array(batch.lengths, pa.int32())}
+
+
+def _encode_text(chunks: list, encoder: ConversationEncoder, threads: int, key: str, stats: DataStats):
+    """Text samples as a Dataset: each chunk of conversations is one tokenizer call, on `threads` threads.
+
+    The Rust tokenizer releases the GIL, so one thread's tokenizing overlaps another's Python work
+    (rendering, labels): `threads` cores are used without worker processes, which would have to be
+    forked and fed the data (on 5k conversations that took about a third more CPU in all).
+    Each chunk is let go of once tokenized (`chunks` ends up all None), so conversations leave
+    memory as their tokens arrive."""
+    import datasets
+    from datasets.utils import tqdm as hf_tqdm
+
+    def encode(i: int):
+        convs, chunks[i] = chunks[i], None
+        fitted, status = encoder.encode_batch(convs).fit_lengths(encoder.max_length, encoder.overlong)
+        lengths = fitted.lengths[status != DROPPED]  # a dropped sample has no tokens: leaving its row out is enough
+        kept = EncodedBatch(fitted.input_ids, fitted.labels, np.concatenate([[0], np.cumsum(lengths)]))
+        return pa.table(_token_columns(kept)), np.bincount(status, minlength=3), int(kept.trained_counts().sum())
+
+    sizes = [len(c) for c in chunks]
+    parts = []
+    with threads_only(), ThreadPoolExecutor(max(1, threads), thread_name_prefix="mmtune-tokenize") as pool, \
+            hf_tqdm(unit=" examples", total=sum(sizes), desc="tokenizing") as progress:  # as `datasets.map` shows
+        for size, part in zip(sizes, pool.map(encode, range(len(chunks)))):
+            parts.append(part)
+            progress.update(size)
+    counts = sum(c for _, c, _ in parts)
+    table = pa.concat_tables([t for t, _, _ in parts])
+    stats.truncated, stats.dropped_overlong = int(counts[TRUNCATED]), int(counts[DROPPED])
+    stats.samples = table.num_rows
+    stats.tokens = int(pc.sum(table.column("length")).as_py() or 0)
+    stats.trained_tokens = sum(n for _, _, n in parts)
+    return datasets.Dataset(table, fingerprint=key)  # a fingerprint of its own would hash every token
+
+
+def _encode_image_batch(batch: dict, encoder: ConversationEncoder, image_spec) -> pa.Table:
+    """Samples with images (a datasets map: expanding placeholders needs each image's size, Python
+    work that processes parallelize); a dropped or bad sample gets an empty row, filtered out after."""
     from mmtune.data.encode import fit_length
     from mmtune.data.vlm import expand_images
 
-    out = {"input_ids": [], "labels": [], "status": [], "error": [], "images": [], "grids": [], "source": []}
-    for messages, source, images in zip(batch["messages"], batch["source"], batch["images"]):
-        conv = Conversation.from_dict({"messages": messages, "source": source})
-        paths, grids, error = [], [], ""
+    convs = [Conversation([Message(m["role"], m["content"]) for m in messages]) for messages in batch["messages"]]
+    full_batch = encoder.encode_batch(convs)
+    ids, labels, status, error, images, grids = [], [], [], [], [], []
+    for i, (source, paths) in enumerate(zip(batch["source"], batch["images"])):
+        kept_paths, kept_grids, err = [], [], ""
         try:
-            full = encoder.encode_full(conv)
-            image_token_id = None
-            if image_spec is not None:
-                full, paths, grids = expand_images(full, images, image_spec, source)
-                image_token_id = image_spec.image_token_id
-            sample, status = fit_length(full, encoder.max_length, encoder.overlong, image_token_id)
+            full, kept_paths, kept_grids = expand_images(full_batch.sample(i), paths, image_spec, source)
+            sample, state = fit_length(full, encoder.max_length, encoder.overlong, image_spec.image_token_id)
         except DataError as e:
-            sample, status, error = None, "bad", e.format()
-        out["input_ids"].append(sample.input_ids if sample else [])
-        out["labels"].append(sample.labels if sample else [])
-        out["status"].append(status)
-        out["error"].append(error)
-        out["images"].append(paths)
-        out["grids"].append(grids)
-        out["source"].append(source)
-    return out
+            sample, state, err = None, "bad", e.format()
+        ids.append(sample.input_ids if sample else [])
+        labels.append(sample.labels if sample else [])
+        status.append(state)
+        error.append(err)
+        images.append(kept_paths)
+        grids.append(kept_grids)
+    offsets = np.concatenate([[0], np.cumsum([len(x) for x in ids])]).astype(np.int64)
+    flat = EncodedBatch(np.fromiter(chain.from_iterable(ids), np.int32, offsets[-1]),
+                        np.fromiter(chain.from_iterable(labels), np.int32, offsets[-1]), offsets)
+    return pa.table({**_token_columns(flat), "trained": pa.array(flat.trained_counts(), pa.int32()),
+                     "status": pa.array(status, pa.string()), "error": pa.array(error, pa.string()),
+                     "images": pa.array(images, pa.list_(pa.string())),
+                     "grids": pa.array(grids, pa.list_(pa.list_(pa.int64()))),
+                     "source": pa.array(batch["source"], pa.string())})
+
+
+def _encode_images(convs: list[Conversation], encoder: ConversationEncoder, image_spec, num_proc: int, key: str,
+                   stats: DataStats):
+    import datasets
+
+    with no_gc():
+        raw = datasets.Dataset.from_dict({
+            "messages": pa.array([[{"role": m.role, "content": m.content} for m in c.messages] for c in convs],
+                                 pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))),
+            "source": pa.array([c.source for c in convs], pa.string()),
+            "images": pa.array([list(c.images) for c in convs], pa.list_(pa.string())),
+        })
+    encoded = raw.map(
+        _encode_image_batch,
+        batched=True,
+        fn_kwargs={"encoder": encoder, "image_spec": image_spec},
+        remove_columns=raw.column_names,
+        num_proc=num_proc if len(raw) >= 1000 * num_proc else None,
+        new_fingerprint=key,  # content-based already; saves hashing the tokenizer
+        desc="tokenizing",
+    )
+    table = encoded.data  # straight from map: no indices mapping
+    status = Counter(table.column("status").to_pylist())
+    stats.truncated, stats.dropped_overlong = status["truncated"], status["dropped"]
+    if status["bad"]:
+        bad = [e for e in table.column("error").to_pylist() if e]
+        stats.bad_records += len(bad)
+        log.warning("skipped %d record(s) with bad images or image placeholders; first: %s", len(bad), bad[0])
+    stats.samples = len(encoded) - status["dropped"] - status["bad"]
+    stats.tokens = int(pc.sum(table.column("length")).as_py() or 0)  # dropped and bad rows are empty
+    stats.trained_tokens = int(pc.sum(table.column("trained")).as_py() or 0)
+    if stats.samples < len(encoded):
+        encoded = encoded.filter(lambda s: [x in ("ok", "truncated") for x in s], input_columns="status", batched=True)
+    return encoded.remove_columns(["status", "error", "trained"])
 
 
 def encode_recipe_data(recipe, tokenizer, *, image_spec=None, use_cache: bool = True):
-    """(datasets.Dataset with input_ids/labels (+ images/grids for a VLM), DataStats)."""
+    """(datasets.Dataset with input_ids/labels (int32) and length (+ images/grids/source for a VLM), DataStats)."""
+    # Text: the cyclic GC waits until the data is ready (see no_gc). Image data forks map workers,
+    # which keep theirs (only reading pauses it there).
+    with no_gc() if image_spec is None else nullcontext():
+        return _encode_recipe_data(recipe, tokenizer, image_spec, use_cache)
+
+
+def _encode_recipe_data(recipe, tokenizer, image_spec, use_cache: bool):
     import datasets
 
     stats = DataStats()
@@ -140,31 +277,14 @@ def encode_recipe_data(recipe, tokenizer, *, image_spec=None, use_cache: bool = 
     convs = load_conversations(recipe.data.datasets, stats)
     if not convs:
         raise DataError("no usable conversations in the recipe's datasets", hint="run `mmtune data check FILE`")
-    raw = datasets.Dataset.from_list(
-        [{"messages": c.to_dict()["messages"], "source": c.source, "images": list(c.images)} for c in convs]
-    )
     encoder = encoder_from_recipe(recipe, tokenizer)
-    encoded = raw.map(
-        _encode_batch,
-        batched=True,
-        fn_kwargs={"encoder": encoder, "image_spec": image_spec},
-        remove_columns=raw.column_names,
-        num_proc=recipe.data.num_proc if len(raw) >= 1000 * recipe.data.num_proc else None,
-        desc="tokenizing",
-    )
-    status = encoded["status"]
-    stats.truncated = status.count("truncated")
-    stats.dropped_overlong = status.count("dropped")
-    bad = [e for e in encoded["error"] if e]
-    if bad:
-        stats.bad_records += len(bad)
-        log.warning("skipped %d record(s) with bad images or image placeholders; first: %s", len(bad), bad[0])
-    drop = ["status", "error"] + ([] if image_spec is not None else ["images", "grids", "source"])
-    encoded = encoded.filter(lambda s: s in ("ok", "truncated"), input_columns="status").remove_columns(drop)
-    lengths = [len(x) for x in encoded["input_ids"]]
-    stats.samples = len(lengths)
-    stats.tokens = sum(lengths)
-    stats.trained_tokens = sum(sum(1 for t in lab if t != -100) for lab in encoded["labels"])
+    if image_spec is None:
+        chunks = [convs[i:i + TEXT_CHUNK] for i in range(0, len(convs), TEXT_CHUNK)]
+        del convs
+        encoded = _encode_text(chunks, encoder, recipe.data.num_proc, key, stats)
+    else:
+        encoded = _encode_images(convs, encoder, image_spec, recipe.data.num_proc, key, stats)
+        del convs
     if stats.truncated or stats.dropped_overlong:
         log.warning("%d sample(s) longer than max_length %d were truncated and %d dropped (data.overlong=%s)",
                     stats.truncated, recipe.data.max_length, stats.dropped_overlong, recipe.data.overlong)
@@ -178,6 +298,13 @@ def encode_recipe_data(recipe, tokenizer, *, image_spec=None, use_cache: bool = 
             shutil.rmtree(tmp, ignore_errors=True)
         encoded = datasets.load_from_disk(str(cached / "data")) if cached.exists() else encoded
     return encoded, stats
+
+
+def sample_lengths(encoded) -> list[int]:
+    """Token count of every sample: the `length` column when there is one (no pass over the tokens)."""
+    if "length" in (getattr(encoded, "column_names", None) or ()):
+        return encoded.with_format("arrow")["length"].to_pylist()
+    return [len(x) for x in encoded["input_ids"]]
 
 
 class TrainRows(torch.utils.data.Dataset):
@@ -199,7 +326,7 @@ class TrainRows(torch.utils.data.Dataset):
         self.seen = 0
         self.bad = 0
         self._rng = random.Random(seed)
-        lengths = [len(x) for x in encoded["input_ids"]]
+        lengths = sample_lengths(encoded)
         if pack:
             bins = pack_lengths(lengths, max_length)
             random.Random(seed).shuffle(bins)  # best-fit order groups long samples; spread them

@@ -4,17 +4,25 @@ The template renders the whole conversation once and says which characters are t
 tokenizer encodes the whole text once with offsets; a token is trained when it starts inside a
 trained span. So ids equal what `apply_chat_template` gives, and labels are -100 everywhere but
 exactly the assistant answers and their end-of-turn tokens.
+
+`encode_rendered` does this for a whole batch at once (one Rust `encode_batch` call, labels from
+the offsets with numpy, samples kept flat in `EncodedBatch`); a single conversation is a batch of one.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
+from itertools import chain
 from typing import Sequence
 
+import numpy as np
+
 from mmtune.data.conversation import Conversation, Message
-from mmtune.data.templates import ChatFormat, get_template
+from mmtune.data.templates import ChatFormat, Span, get_template
 
 IGNORE_INDEX = -100
+OK, TRUNCATED, DROPPED = 0, 1, 2  # status codes of EncodedBatch.fit_lengths (the statuses of fit_length)
 
 
 @dataclass
@@ -41,6 +49,107 @@ def fit_length(sample: EncodedSample, max_length: int, overlong: str,
     return (cut, "truncated") if cut.n_trained else (None, "dropped")
 
 
+@dataclass
+class EncodedBatch:
+    """Samples stored flat: sample i is `input_ids[offsets[i]:offsets[i + 1]]` (same for labels)."""
+
+    input_ids: np.ndarray  # int32
+    labels: np.ndarray  # int32, IGNORE_INDEX where not trained
+    offsets: np.ndarray  # int64, len(samples) + 1
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def sample(self, i: int) -> EncodedSample:
+        a, b = self.offsets[i], self.offsets[i + 1]
+        return EncodedSample(self.input_ids[a:b].tolist(), self.labels[a:b].tolist())
+
+    def fit_lengths(self, max_length: int, overlong: str) -> tuple["EncodedBatch", np.ndarray]:
+        """`fit_length` for every sample (text only: no image tokens), vectorized.
+
+        (every sample, cut where needed and empty when dropped; status of each: OK, TRUNCATED or DROPPED)."""
+        lengths = self.lengths
+        over = lengths > max_length
+        cut = np.minimum(lengths, max_length)
+        trained = np.concatenate([[0], np.cumsum(self.labels != IGNORE_INDEX)])
+        starts = self.offsets[:-1]
+        keep = ~over if overlong == "drop" else ~over | (trained[starts + cut] > trained[starts])
+        status = np.where(keep, np.where(over, TRUNCATED, OK), DROPPED).astype(np.int8)
+        new_lengths = np.where(keep, cut, 0)
+        position = np.arange(len(self.input_ids)) - np.repeat(starts, lengths)
+        take = position < np.repeat(new_lengths, lengths)
+        offsets = np.concatenate([[0], np.cumsum(new_lengths)]).astype(np.int64)
+        return EncodedBatch(self.input_ids[take], self.labels[take], offsets), status
+
+    def trained_counts(self) -> np.ndarray:
+        trained = np.concatenate([[0], np.cumsum(self.labels != IGNORE_INDEX)])
+        return trained[self.offsets[1:]] - trained[self.offsets[:-1]]
+
+
+def _direct_backend(tokenizer):
+    """The Rust tokenizer, when calling it directly gives what `tokenizer(texts, add_special_tokens=False)`
+    gives: transformers' own call path (not overridden), no truncation or padding set on the backend,
+    special-token splitting as the tokenizer would set it. Else None (use the tokenizer call)."""
+    try:
+        from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+        from transformers.tokenization_utils_tokenizers import TokenizersBackend
+    except ImportError:  # another transformers layout: take the ordinary path
+        return None
+    cls = type(tokenizer)
+    if not (isinstance(tokenizer, TokenizersBackend) and cls._encode_plus is TokenizersBackend._encode_plus
+            and cls.__call__ is PreTrainedTokenizerBase.__call__ and not hasattr(tokenizer, "_switch_to_input_mode")):
+        return None
+    backend = tokenizer.backend_tokenizer
+    if backend.truncation is not None or backend.padding is not None:
+        return None
+    if backend.encode_special_tokens != bool(getattr(tokenizer, "split_special_tokens", False)):
+        return None
+    return backend
+
+
+_CALL_LOCK = threading.Lock()
+
+
+def _tokenize(tokenizer, texts: list[str]) -> tuple[list[list[int]], list[list[tuple[int, int]]]]:
+    """(ids, character offsets) of each text, with no special tokens added."""
+    backend = _direct_backend(tokenizer)
+    if backend is not None:
+        encodings = backend.encode_batch(texts, add_special_tokens=False)
+        return [e.ids for e in encodings], [e.offsets for e in encodings]
+    with _CALL_LOCK:  # the call may first reset the backend's settings, which must not race an encode
+        enc = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
+    return enc["input_ids"], enc["offset_mapping"]
+
+
+def encode_rendered(tokenizer, rendered: Sequence[tuple[str, list[Span]]]) -> EncodedBatch:
+    """Encode rendered texts with their trained character spans.
+
+    A token is trained when its start offset lies inside a span. Spans are sorted and disjoint; the
+    per-token rule of a single left-to-right pass (the span pointer only moves forward, so it is
+    found from the running maximum of the starts) is applied to all tokens of the batch at once by
+    laying the texts end to end, one character apart, and shifting offsets and spans alike."""
+    texts = [text for text, _ in rendered]
+    ids, offsets = _tokenize(tokenizer, texts)
+    counts = np.fromiter(map(len, ids), np.int64, len(ids))
+    flat_ids = np.fromiter(chain.from_iterable(ids), np.int32, int(counts.sum()))
+    starts = np.fromiter((s for offs in offsets for s, _ in offs), np.int64, len(flat_ids))
+    room = np.fromiter(map(len, texts), np.int64, len(texts)) + 1
+    base = np.cumsum(room) - room  # where each text starts when laid end to end, one character apart
+    starts += np.repeat(base, counts)
+    n_spans = np.fromiter((len(spans) for _, spans in rendered), np.int64, len(rendered))
+    spans = np.fromiter(chain.from_iterable(chain.from_iterable(sp for _, sp in rendered)), np.int64,
+                        2 * int(n_spans.sum())).reshape(-1, 2) + np.repeat(base, n_spans)[:, None]
+    span_i = np.searchsorted(spans[:, 1], np.maximum.accumulate(starts), side="right")
+    inside = span_i < len(spans)
+    inside[inside] = spans[span_i[inside], 0] <= starts[inside]
+    labels = np.where(inside, flat_ids, np.int32(IGNORE_INDEX)).astype(np.int32)
+    return EncodedBatch(flat_ids, labels, np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
+
+
 def with_system(messages: Sequence[Message], system: str | None) -> list[Message]:
     """Add `system` in front when the conversation has no system message of its own."""
     msgs = list(messages)
@@ -64,16 +173,11 @@ class ConversationEncoder:
 
     def encode_full(self, conv: Conversation) -> EncodedSample:
         """Encode without any length limit."""
-        text, spans = self.render(conv)
-        enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        labels = []
-        span_i = 0
-        for tok_id, (start, _end) in zip(enc["input_ids"], enc["offset_mapping"]):
-            while span_i < len(spans) and spans[span_i][1] <= start:
-                span_i += 1
-            inside = span_i < len(spans) and spans[span_i][0] <= start < spans[span_i][1]
-            labels.append(tok_id if inside else IGNORE_INDEX)
-        return EncodedSample(list(enc["input_ids"]), labels)
+        return self.encode_batch([conv]).sample(0)
+
+    def encode_batch(self, convs: Sequence[Conversation]) -> EncodedBatch:
+        """Encode many conversations at once, without any length limit."""
+        return encode_rendered(self.tokenizer, [self.render(c) for c in convs])
 
     def encode(self, conv: Conversation) -> EncodedSample | None:
         """Encode and apply the length policy; None when the sample must be dropped."""

@@ -30,6 +30,11 @@ class LlavaFormat:
         turns = require(record, "conversations", list, where)
         messages = []
         for i, turn in enumerate(turns):
+            if type(turn) is dict:  # fast path: a well-formed turn, checked without building field names
+                role, value = turn.get("from"), turn.get("value")
+                if type(role) is str and role in ROLES and type(value) is str:
+                    messages.append(Message(ROLES[role], value))
+                    continue
             field = f"conversations[{i}]"
             if not isinstance(turn, dict):
                 raise field_error(where, field, f"turn is {type_name(turn)}, expected an object with 'from' and 'value'")

@@ -18,6 +18,7 @@ from mmtune.data.formats.base import (
 )
 
 PART_TYPES = ("text", "image_url", "image")
+ROLE_SET = frozenset(ROLES)
 
 
 @register_format("openai")
@@ -33,6 +34,11 @@ class OpenAIFormat:
         items = require(record, "messages", list, where)
         messages, images = [], []
         for i, item in enumerate(items):
+            if type(item) is dict:  # fast path: a plain text message, checked without building field names
+                role, content = item.get("role"), item.get("content")
+                if type(role) is str and role in ROLE_SET and type(content) is str:
+                    messages.append(Message(role, content))
+                    continue
             field = f"messages[{i}]"
             if not isinstance(item, dict):
                 raise field_error(where, field, f"message is {type_name(item)}, expected an object with 'role' and 'content'")
