@@ -117,8 +117,8 @@ def test_tiny_vlm_learns_the_colour_of_held_out_shapes(tmp_path):
         "data": {"datasets": [{"path": str(shapes / "finetune.json")}], "image_folder": str(shapes),
                  "template": "chatml", "max_length": 256, "pack_to_max_length": False},
         "method": {"type": "full", "stage": "finetune"},
-        "train": {"max_steps": 300, "micro_batch_size": 16, "lr": 1e-3, "precision": "fp32", "logging_steps": 20,
-                  "save_steps": 300, "device": "cpu"},
+        "train": {"max_steps": 400, "micro_batch_size": 16, "gradient_accumulation": 1, "lr": 1e-3, "precision": "fp32",
+                  "logging_steps": 20, "save_steps": 400, "device": "cpu"},
         "eval": {"evaluation_inputs": []},
     })
     result = run_training(recipe, tmp_path / "work")
