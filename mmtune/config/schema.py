@@ -57,8 +57,8 @@ class DataConfig(Section):
     max_length: int = Field(2048, ge=16)
     pack_to_max_length: bool = True
     overlong: Literal["truncate", "drop"] = "truncate"
-    shuffle: bool = True
-    num_proc: int = Field(1, ge=1, description="processes for tokenization")
+    shuffle: bool = Field(True, description="shuffle the rows every epoch (false: in order, e.g. a curriculum; packed rows in packing order)")
+    num_proc: int = Field(1, ge=1, description="tokenization workers (threads for text, processes for image data)")
     image_folder: Optional[str] = Field(None, description="image paths in records are relative to this folder")
     image_mode: Literal["pad", "resize"] = Field("pad", description="pad to square with the mean colour (LLaVA) or resize")
     slice: Optional[SliceConfig] = None

@@ -179,6 +179,7 @@ def run_training(recipe, work_dir: str | Path, *, resume: str | None = None, dee
         model=model,
         args=args,
         train_dataset=rows,
+        shuffle=recipe.data.shuffle,
         data_collator=FlatCollator(**flat_collator_options(model)) if rows.pack else PaddingCollator(tokenizer.pad_token_id),
         processing_class=tokenizer,
         callbacks=[

@@ -2,7 +2,8 @@
 
 Only the training sampler for now: a shuffle whose order is a pure function of (seed, epoch), so a
 run resumed from a checkpoint sees exactly the batches the uninterrupted run would have seen
-(torch's RandomSampler draws from the global RNG, whose state at an epoch start is not restored).
+(torch's RandomSampler draws from the global RNG, whose state at an epoch start is not restored);
+with `shuffle=False` (the recipe's `data.shuffle: false`) rows come in order, every epoch.
 """
 
 from __future__ import annotations
@@ -29,7 +30,13 @@ class EpochShuffleSampler(torch.utils.data.Sampler):
 
 
 class MmtuneTrainer(Trainer):
+    def __init__(self, *args, shuffle: bool = True, **kwargs):
+        self.shuffle = shuffle
+        super().__init__(*args, **kwargs)
+
     def _get_train_sampler(self, train_dataset=None):
         dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if not self.shuffle:
+            return torch.utils.data.SequentialSampler(dataset)
         seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
         return EpochShuffleSampler(len(dataset), seed)
