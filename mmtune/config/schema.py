@@ -105,7 +105,7 @@ class TrainConfig(Section):
     gradient_checkpointing: bool = False
     seed: int = 0
     logging_steps: int = Field(10, ge=1)
-    save_steps: int = Field(500, ge=1)
+    save_steps: int = Field(500, ge=0, description="checkpoint every N steps; 0: no checkpoints (final/ is still written, resume is impossible)")
     save_total_limit: int = Field(2, ge=1)
     dataloader_workers: int = Field(0, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"

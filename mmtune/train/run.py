@@ -79,8 +79,8 @@ def training_arguments(recipe, work_dir: Path, device: str, deepspeed: str | dic
         data_seed=t.seed,
         logging_steps=t.logging_steps,
         logging_first_step=True,
-        save_strategy="steps",
-        save_steps=t.save_steps,
+        save_strategy="steps" if t.save_steps else "no",  # 0: no checkpoints, only final/
+        save_steps=t.save_steps or None,
         save_total_limit=t.save_total_limit,
         dataloader_num_workers=t.dataloader_workers,
         remove_unused_columns=False,

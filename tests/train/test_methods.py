@@ -100,3 +100,13 @@ def test_qlora_stops_before_loading_when_bitsandbytes_cannot_run(tiny_llama_dir,
         run_training(recipe, tmp_path / "work")
     assert loaded == []
     assert load.check_bitsandbytes  # the check is the public hook
+
+
+@pytest.mark.parametrize("save_steps, checkpoints", [(0, []), (2, ["checkpoint-2", "checkpoint-4"])])
+def test_save_steps_zero_writes_no_checkpoints_but_the_final_model(save_steps, checkpoints, tiny_qwen2_dir, data_file, tmp_path):
+    recipe = self_cognition_recipe(tiny_qwen2_dir, data_file,
+                                   train={"max_steps": 4, "logging_steps": 2, "save_steps": save_steps, "save_total_limit": 5},
+                                   eval={"evaluation_inputs": []})
+    result = run_training(recipe, tmp_path / "work")
+    assert sorted(p.name for p in (tmp_path / "work").glob("checkpoint-*")) == checkpoints
+    assert (result.final_dir / "adapter_model.safetensors").is_file()
