@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from mmtune.data.conversation import Conversation, Message
+from mmtune.data.conversation import Conversation
 from mmtune.data.encode import DROPPED, TRUNCATED, ConversationEncoder, EncodedBatch, encoder_from_recipe
 from mmtune.data.packing import concat_samples, pack_lengths
 from mmtune.errors import DataError
@@ -193,7 +193,7 @@ def _encode_image_batch(batch: dict, encoder: ConversationEncoder, image_spec) -
     from mmtune.data.encode import fit_length
     from mmtune.data.vlm import expand_images
 
-    convs = [Conversation([Message(m["role"], m["content"]) for m in messages]) for messages in batch["messages"]]
+    convs = [Conversation.from_dict({"messages": messages}) for messages in batch["messages"]]
     full_batch = encoder.encode_batch(convs)
     ids, labels, status, error, images, grids = [], [], [], [], [], []
     for i, (source, paths) in enumerate(zip(batch["source"], batch["images"])):
@@ -225,7 +225,7 @@ def _encode_images(convs: list[Conversation], encoder: ConversationEncoder, imag
 
     with no_gc():
         raw = datasets.Dataset.from_dict({
-            "messages": pa.array([[{"role": m.role, "content": m.content} for m in c.messages] for c in convs],
+            "messages": pa.array([c.to_dict()["messages"] for c in convs],
                                  pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))),
             "source": pa.array([c.source for c in convs], pa.string()),
             "images": pa.array([list(c.images) for c in convs], pa.list_(pa.string())),

@@ -75,7 +75,7 @@ class EncodedBatch:
         lengths = self.lengths
         over = lengths > max_length
         cut = np.minimum(lengths, max_length)
-        trained = np.concatenate([[0], np.cumsum(self.labels != IGNORE_INDEX)])
+        trained = self._trained_before()
         starts = self.offsets[:-1]
         keep = ~over if overlong == "drop" else ~over | (trained[starts + cut] > trained[starts])
         status = np.where(keep, np.where(over, TRUNCATED, OK), DROPPED).astype(np.int8)
@@ -86,8 +86,12 @@ class EncodedBatch:
         return EncodedBatch(self.input_ids[take], self.labels[take], offsets), status
 
     def trained_counts(self) -> np.ndarray:
-        trained = np.concatenate([[0], np.cumsum(self.labels != IGNORE_INDEX)])
+        trained = self._trained_before()
         return trained[self.offsets[1:]] - trained[self.offsets[:-1]]
+
+    def _trained_before(self) -> np.ndarray:
+        """Trained tokens before each flat position: trained[j] counts labels[:j] (len(labels) + 1 values)."""
+        return np.concatenate([[0], np.cumsum(self.labels != IGNORE_INDEX)])
 
 
 def _direct_backend(tokenizer):
