@@ -7,7 +7,6 @@ QLoRA) -> Trainer with our callbacks -> checkpoints, logs, loss curve, final mod
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
