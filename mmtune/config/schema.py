@@ -59,6 +59,7 @@ class DataConfig(Section):
     overlong: Literal["truncate", "drop"] = "truncate"
     shuffle: bool = Field(True, description="shuffle the rows every epoch (false: in order, e.g. a curriculum; packed rows in packing order)")
     num_proc: int = Field(1, ge=1, description="tokenization workers (threads for text, processes for image data)")
+    fast_bpe: bool = Field(True, description="tokenize text data with tiktoken where it gives the tokenizer's ids (checked on every 10th chunk)")
     image_folder: Optional[str] = Field(None, description="image paths in records are relative to this folder")
     image_mode: Literal["pad", "resize"] = Field("pad", description="pad to square with the mean colour (LLaVA) or resize")
     slice: Optional[SliceConfig] = None

@@ -32,6 +32,7 @@ import torch
 
 from mmtune.data.conversation import Conversation
 from mmtune.data.encode import DROPPED, TRUNCATED, ConversationEncoder, EncodedBatch, encoder_from_recipe
+from mmtune.data.fast_bpe import FastBPE
 from mmtune.data.packing import concat_samples, pack_lengths
 from mmtune.errors import DataError
 
@@ -279,9 +280,18 @@ def _encode_recipe_data(recipe, tokenizer, image_spec, use_cache: bool):
         raise DataError("no usable conversations in the recipe's datasets", hint="run `mmtune data check FILE`")
     encoder = encoder_from_recipe(recipe, tokenizer)
     if image_spec is None:
+        encoder.fast = FastBPE.from_tokenizer(tokenizer) if recipe.data.fast_bpe else None
         chunks = [convs[i:i + TEXT_CHUNK] for i in range(0, len(convs), TEXT_CHUNK)]
         del convs
         encoded = _encode_text(chunks, encoder, recipe.data.num_proc, key, stats)
+        if encoder.fast is not None and encoder.fast.mismatch:
+            log.warning("fast BPE (tiktoken) disagreed with the tokenizer: %s; tokenizing again with the "
+                        "tokenizer itself (set data.fast_bpe: false to skip the first pass)", encoder.fast.mismatch)
+            encoder.fast, stats = None, DataStats()
+            convs = load_conversations(recipe.data.datasets, stats)
+            chunks = [convs[i:i + TEXT_CHUNK] for i in range(0, len(convs), TEXT_CHUNK)]
+            del convs
+            encoded = _encode_text(chunks, encoder, recipe.data.num_proc, key, stats)
     else:
         encoded = _encode_images(convs, encoder, image_spec, recipe.data.num_proc, key, stats)
         del convs

@@ -118,18 +118,36 @@ def _direct_backend(tokenizer):
 _CALL_LOCK = threading.Lock()
 
 
-def _tokenize(tokenizer, texts: list[str]) -> tuple[list[list[int]], list[list[tuple[int, int]]]]:
-    """(ids, character offsets) of each text, with no special tokens added."""
+def _tokenize_with(tokenizer, texts: list[str]) -> tuple[list[list[int]], np.ndarray]:
+    """(ids of each text, start character of each token, all texts flat), with no special tokens added."""
     backend = _direct_backend(tokenizer)
     if backend is not None:
         encodings = backend.encode_batch(texts, add_special_tokens=False)
-        return [e.ids for e in encodings], [e.offsets for e in encodings]
-    with _CALL_LOCK:  # the call may first reset the backend's settings, which must not race an encode
-        enc = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
-    return enc["input_ids"], enc["offset_mapping"]
+        ids, offsets = [e.ids for e in encodings], [e.offsets for e in encodings]
+    else:
+        with _CALL_LOCK:  # the call may first reset the backend's settings, which must not race an encode
+            enc = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
+        ids, offsets = enc["input_ids"], enc["offset_mapping"]
+    n = sum(map(len, ids))
+    return ids, np.fromiter((s for offs in offsets for s, _ in offs), np.int64, n)
 
 
-def encode_rendered(tokenizer, rendered: Sequence[tuple[str, list[Span]]]) -> EncodedBatch:
+def _tokenize(tokenizer, texts: list[str], fast=None) -> tuple[list[list[int]], np.ndarray]:
+    """`_tokenize_with`, through `fast` (a FastBPE) when given and usable; some of its calls are
+    checked against the tokenizer (see mmtune.data.fast_bpe)."""
+    if fast is None or fast.mismatch:
+        return _tokenize_with(tokenizer, texts)
+    result = fast.encode(texts)
+    if result is None:
+        return _tokenize_with(tokenizer, texts)
+    if fast.should_verify():
+        reference = _tokenize_with(tokenizer, texts)
+        fast.check(texts, result, reference)
+        return reference
+    return result
+
+
+def encode_rendered(tokenizer, rendered: Sequence[tuple[str, list[Span]]], fast=None) -> EncodedBatch:
     """Encode rendered texts with their trained character spans.
 
     A token is trained when its start offset lies inside a span. Spans are sorted and disjoint; the
@@ -137,13 +155,12 @@ def encode_rendered(tokenizer, rendered: Sequence[tuple[str, list[Span]]]) -> En
     found from the running maximum of the starts) is applied to all tokens of the batch at once by
     laying the texts end to end, one character apart, and shifting offsets and spans alike."""
     texts = [text for text, _ in rendered]
-    ids, offsets = _tokenize(tokenizer, texts)
+    ids, starts = _tokenize(tokenizer, texts, fast)
     counts = np.fromiter(map(len, ids), np.int64, len(ids))
     flat_ids = np.fromiter(chain.from_iterable(ids), np.int32, int(counts.sum()))
-    starts = np.fromiter((s for offs in offsets for s, _ in offs), np.int64, len(flat_ids))
     room = np.fromiter(map(len, texts), np.int64, len(texts)) + 1
     base = np.cumsum(room) - room  # where each text starts when laid end to end, one character apart
-    starts += np.repeat(base, counts)
+    starts = starts + np.repeat(base, counts)
     n_spans = np.fromiter((len(spans) for _, spans in rendered), np.int64, len(rendered))
     spans = np.fromiter(chain.from_iterable(chain.from_iterable(sp for _, sp in rendered)), np.int64,
                         2 * int(n_spans.sum())).reshape(-1, 2) + np.repeat(base, n_spans)[:, None]
@@ -171,6 +188,7 @@ class ConversationEncoder:
         self.max_length = max_length
         self.overlong = overlong
         self.system = system
+        self.fast = None  # a FastBPE for bulk encoding (see mmtune.data.fast_bpe), set by the caller
 
     def render(self, conv: Conversation) -> tuple[str, list[tuple[int, int]]]:
         return self.template.render(with_system(conv.messages, self.system))
@@ -181,7 +199,7 @@ class ConversationEncoder:
 
     def encode_batch(self, convs: Sequence[Conversation]) -> EncodedBatch:
         """Encode many conversations at once, without any length limit."""
-        return encode_rendered(self.tokenizer, [self.render(c) for c in convs])
+        return encode_rendered(self.tokenizer, [self.render(c) for c in convs], self.fast)
 
     def encode(self, conv: Conversation) -> EncodedSample | None:
         """Encode and apply the length policy; None when the sample must be dropped."""
