@@ -144,6 +144,11 @@ def dataset_cache_root() -> Path:
 TEXT_CHUNK = 1000  # conversations per tokenizer call
 
 
+def _chunked(convs: list) -> list[list]:
+    """Conversations in chunks of TEXT_CHUNK, one tokenizer call each."""
+    return [convs[i:i + TEXT_CHUNK] for i in range(0, len(convs), TEXT_CHUNK)]
+
+
 def _list_column(values: np.ndarray, offsets: np.ndarray) -> pa.Array:
     return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(values, pa.int32()))
 
@@ -281,16 +286,13 @@ def _encode_recipe_data(recipe, tokenizer, image_spec, use_cache: bool):
     encoder = encoder_from_recipe(recipe, tokenizer)
     if image_spec is None:
         encoder.fast = FastBPE.from_tokenizer(tokenizer) if recipe.data.fast_bpe else None
-        chunks = [convs[i:i + TEXT_CHUNK] for i in range(0, len(convs), TEXT_CHUNK)]
-        del convs
+        chunks, convs = _chunked(convs), None  # the chunks alone hold the conversations (see _encode_text)
         encoded = _encode_text(chunks, encoder, recipe.data.num_proc, key, stats)
         if encoder.fast is not None and encoder.fast.mismatch:
             log.warning("fast BPE (tiktoken) disagreed with the tokenizer: %s; tokenizing again with the "
                         "tokenizer itself (set data.fast_bpe: false to skip the first pass)", encoder.fast.mismatch)
             encoder.fast, stats = None, DataStats()
-            convs = load_conversations(recipe.data.datasets, stats)
-            chunks = [convs[i:i + TEXT_CHUNK] for i in range(0, len(convs), TEXT_CHUNK)]
-            del convs
+            chunks = _chunked(load_conversations(recipe.data.datasets, stats))
             encoded = _encode_text(chunks, encoder, recipe.data.num_proc, key, stats)
     else:
         encoded = _encode_images(convs, encoder, image_spec, recipe.data.num_proc, key, stats)

@@ -7,6 +7,8 @@ exactly the assistant answers and their end-of-turn tokens.
 
 `encode_rendered` does this for a whole batch at once (one Rust `encode_batch` call, labels from
 the offsets with numpy, samples kept flat in `EncodedBatch`); a single conversation is a batch of one.
+Bulk encoding of training data may go through tiktoken instead (`ConversationEncoder.fast`, see
+mmtune.data.fast_bpe), which gives the same ids and offsets.
 """
 
 from __future__ import annotations

@@ -127,9 +127,10 @@ class FastBPE:
         if reason is not None:
             log.info("fast BPE not used (%s): tokenizing with the tokenizer itself", reason)
             return None
-        ranks = {bytes(to_byte[ch] for ch in token): i for token, i in vocab.items()}
         specials = {a["content"]: a["id"] for a in spec.get("added_tokens") or []}
-        ranks = {b: i for b, i in ranks.items() if b.decode("utf-8", "replace") not in specials}
+        # an added token is matched as a whole before BPE, never made by merges: not a mergeable rank
+        as_bytes = ((bytes(to_byte[ch] for ch in token), i) for token, i in vocab.items())
+        ranks = {b: i for b, i in as_bytes if b.decode("utf-8", "replace") not in specials}
         size = max(chain(ranks.values(), specials.values())) + 1
         try:
             encoding = tiktoken.Encoding("mmtune-fast-bpe", pat_str=_pattern(spec["pre_tokenizer"]),
