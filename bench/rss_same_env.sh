@@ -1,10 +1,10 @@
 #!/bin/bash
-# peak RSS: plain Trainer in its own venv, plain Trainer in mmtune's venv, mmtune full packed / unpacked
+# peak RSS: plain Trainer in its own venv, plain Trainer in mmtune's venv, mmtune full packed / unpacked / packed without train.chunked_loss
 root=$(cd "$(dirname "$0")/.." && pwd)
-# usage: bench/rss_same_env.sh [WORK_DIR] > results.jsonl   (peers as bench/README.md sets them up; ~12 min)
+# usage: bench/rss_same_env.sh [WORK_DIR] > results.jsonl   (peers as bench/README.md sets them up; ~15 min)
 out=${1:-/tmp/rss}; mkdir -p "$out"; cd "$out"
 for rep in 1 2 3; do
-  for run in hf_own hf_mmvenv mm_full_pack mm_full; do
+  for run in hf_own hf_mmvenv mm_full_pack mm_full mm_full_pack_plainloss; do
     rm -rf w && mkdir w
     case $run in
       hf_own) CUDA_VISIBLE_DEVICES= /tmp/peer/hf/bin/python /work/shared/peer-bench/baseline_hf.py /tmp/peer/assets w/o ;;

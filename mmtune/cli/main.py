@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 
@@ -41,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # bitsandbytes (imported by peft on every command) warns at import on AVX512-BF16 CPUs that it
+    # could not fetch an optional 4-bit kernel from the Hub; its built-in CPU path runs instead.
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -104,6 +104,9 @@ class TrainConfig(Section):
     max_grad_norm: float = Field(1.0, ge=0)
     precision: Literal["bf16", "fp16", "fp32"] = "bf16"
     gradient_checkpointing: bool = False
+    chunked_loss: bool = Field(
+        True, description="loss over the vocabulary a chunk of tokens at a time, without full-vocabulary logits "
+                          "(same loss and gradients; less memory). Off under ZeRO-3 / FSDP and for heads with LoRA")
     seed: int = 0
     logging_steps: int = Field(10, ge=1)
     save_steps: int = Field(500, ge=0, description="checkpoint every N steps; 0: no checkpoints (final/ is still written, resume is impossible)")

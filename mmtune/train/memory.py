@@ -24,7 +24,10 @@ activations  per decoder layer, micro-batch b, sequence s, hidden h, heads a (Ko
              with eager attention — sdpa/flash attention keep no score matrix. With gradient
              checkpointing each layer keeps its input, 2·s·b·h·c/2, plus one layer is recomputed.
 logits       s·b·V·(c + 8): the logits, their fp32 copy for the loss and the fp32 log-softmax kept
-             for backward.
+             for backward. With `train.chunked_loss` (the default; not under ZeRO-3 / FSDP) only one
+             chunk of r = min(s·b, 2^25/V) tokens has logits at a time: r·V·(4 + c) for the chunk and
+             its c-byte gradient, plus the hidden-state gradient kept for backward, s·b·h·c, plus a
+             fp32 accumulator of the head's weight gradient, V·h·4, when the head trains (full).
 vision       a trainable vision encoder stores activations like the LM (image tokens × images per
              sample as its sequence); a frozen one keeps none beyond one layer's working memory.
 overhead     1.0 GiB: CUDA context, cuBLAS/NCCL workspaces, allocator slack; plus DeepSpeed's
@@ -98,6 +101,7 @@ class Setup:
     stage: str = "finetune"  # VLM: pretrain trains the projector only
     trainable: tuple[str, ...] | None = None  # VLM parts the recipe trains, when it names them
     comm_bucket_elements: int = 0  # DeepSpeed buckets (see deepspeed_setup)
+    chunked_loss: bool = False  # train.chunked_loss, where it applies (not ZeRO-3 / FSDP)
 
     @property
     def deepspeed(self) -> bool:
@@ -315,7 +319,8 @@ def estimate(size: ModelSize, setup: Setup) -> Estimate:
         if setup.deepspeed or setup.fsdp:  # ZeRO-Offload / FSDP offload keep gradient partitions in CPU RAM
             grads = 0.0
 
-    acts, logits, vision_acts = activation_bytes(size, setup, vision_trainable="vision" in parts or "vision.lora" in parts)
+    acts, logits, vision_acts = activation_bytes(size, setup, vision_trainable="vision" in parts or "vision.lora" in parts,
+                                                head_trains="llm" in parts)
     overhead = CUDA_OVERHEAD + 2 * setup.comm_bucket_elements
     return Estimate(setup, {"weights": weights + working_set, "gradients": grads, "optimizer": optim,
                             "activations": acts, "logits": logits, "vision activations": vision_acts,
@@ -328,14 +333,22 @@ def layer_activation_bytes(s: int, b: int, h: int, a: int, c: int, eager: bool) 
     return s * b * h * per * c / 2
 
 
-def activation_bytes(size: ModelSize, setup: Setup, vision_trainable: bool = False) -> tuple[float, float, float]:
+def activation_bytes(size: ModelSize, setup: Setup, vision_trainable: bool = False,
+                     head_trains: bool = False) -> tuple[float, float, float]:
     """(decoder activations, logits, vision-encoder activations) in bytes for one micro-batch."""
     c = 4 if setup.precision == "fp32" else 2
     s, b, h, a, L = setup.seq_len, setup.micro_batch, size.hidden_size, size.num_heads, size.num_layers
     eager = setup.attention == "eager"
     one = layer_activation_bytes(s, b, h, a, c, eager)
     acts = L * 2 * s * b * h * c / 2 + one if setup.gradient_checkpointing else L * one
-    logits = s * b * size.vocab_size * (c + 8)
+    if setup.chunked_loss and setup.strategy not in ("zero3", "fsdp_shard_grad_op", "fsdp_full_shard"):
+        from mmtune.models.chunked_loss import CHUNK_ELEMENTS
+
+        rows = min(s * b, max(1, CHUNK_ELEMENTS // size.vocab_size))
+        head_grad = size.vocab_size * h * 4 if head_trains else 0
+        logits = rows * size.vocab_size * (4 + c) + s * b * h * c + head_grad
+    else:
+        logits = s * b * size.vocab_size * (c + 8)
     vision = 0.0
     if size.vision_params:
         sv = size.image_tokens
@@ -384,7 +397,8 @@ def setup_from_recipe(recipe, *, gpus: int = 1, deepspeed: str | None = None, fs
     t = recipe.train
     fields = dict(method=recipe.method.type, precision=t.precision, gpus=gpus, micro_batch=t.micro_batch_size,
                   seq_len=recipe.data.max_length, gradient_checkpointing=t.gradient_checkpointing,
-                  optimizer=t.optimizer, attention=recipe.model.attn_implementation or "sdpa")
+                  optimizer=t.optimizer, attention=recipe.model.attn_implementation or "sdpa",
+                  chunked_loss=t.chunked_loss)
     vision = getattr(recipe.model, "vision", None)
     if vision is not None:
         slicing = getattr(recipe.data, "slice", None)

@@ -16,6 +16,7 @@ from mmtune.data.dataset import DataStats, TrainRows
 from mmtune.data.templates import Template, get_template
 from mmtune.errors import MmtuneError
 from mmtune.models.adapters import apply_method, count_parameters
+from mmtune.models.chunked_loss import use_chunked_loss
 from mmtune.models.load import load_causal_lm, load_tokenizer, pick_device
 from mmtune.models.packed_attention import flat_collator_options, use_packed_attention
 from mmtune.train import callbacks as cb
@@ -150,6 +151,11 @@ def run_training(recipe, work_dir: str | Path, *, resume: str | None = None, dee
         model = apply_method(model, recipe.method, gradient_checkpointing=recipe.train.gradient_checkpointing)
     if rows.pack:  # sdpa -> per-sample attention over the flat row (eager and flash stay as they are)
         log.info("packed rows: attention %s", use_packed_attention(model))
+    if recipe.train.chunked_loss:
+        if launch.params_sharded(args):  # the head's weight is whole only inside its own forward
+            log.info("chunked loss off: the lm_head weight is sharded (ZeRO-3 / FSDP)")
+        elif use_chunked_loss(model):
+            log.info("loss: chunked cross-entropy (no full-vocabulary logits)")
     trainable, total = count_parameters(model)
     log.info("parameters: %s trainable of %s (%.2f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / max(total, 1))
 

@@ -80,6 +80,19 @@ def test_activations_korthikanti_formula(llama7b):
     assert fp32["activations"] == 2 * p["activations"]
 
 
+def test_chunked_loss_keeps_one_chunk_of_logits(llama7b):
+    s, b, h, V = 4096, 2, 4096, 32000
+    rows = 2**25 // V  # 1,048 tokens of logits at a time
+    _, lora = parts(llama7b, seq_len=s, micro_batch=b, chunked_loss=True)
+    assert lora["logits"] == rows * V * (4 + 2) + s * b * h * 2  # chunk fp32 + bf16 grad, hidden-state gradient
+    _, plain = parts(llama7b, seq_len=s, micro_batch=b)
+    assert plain["logits"] == s * b * V * 10 and plain["logits"] / lora["logits"] > 9
+    _, full = parts(llama7b, method="full", seq_len=s, micro_batch=b, chunked_loss=True)
+    assert full["logits"] == lora["logits"] + V * h * 4  # + the fp32 accumulator of the head's gradient
+    _, z3 = parts(llama7b, method="full", gpus=4, strategy="zero3", seq_len=s, micro_batch=b, chunked_loss=True)
+    assert z3["logits"] == plain["logits"]  # ZeRO-3: the head is sharded, mmtune keeps the plain loss
+
+
 def test_more_gpus_never_need_more_memory_and_table_marks_oom(llama7b):
     base = M.Setup(seq_len=1024, strategy="zero3", gradient_checkpointing=True)
     table = M.estimate_table(llama7b, base, methods=("lora", "qlora", "full"), gpus=(1, 2, 4, 8))

@@ -114,7 +114,7 @@ def test_convert_cli_names(tmp_path, capsys):
     recipe, result = lora_run()
     cfg = tmp_path / "recipe.yaml"
     cfg.write_text(yaml.safe_dump(recipe.model_dump(mode="json")))
-    assert main(["convert", "pth_to_hf", str(cfg), str(result.work_dir / "checkpoint-50"), str(tmp_path / "out")]) == 0
+    assert main(["convert", "pth_to_hf", str(cfg), str(result.work_dir / "checkpoint-100"), str(tmp_path / "out")]) == 0
     assert (tmp_path / "out" / "adapter_model.safetensors").is_file()
     assert main(["convert", "to-hf", str(cfg), str(tmp_path / "missing"), str(tmp_path / "o2")]) == 2
     err = capsys.readouterr().err

@@ -25,16 +25,16 @@ def test_lora_run_writes_logs_plots_and_checkpoints():
     assert list((work / "tensorboard").glob("events.*"))
     log = (work / "train.log").read_text()
     assert "[sample @ step 50]" in log and f"Q: {QUESTION}" in log
-    assert "step 100/100" in log
+    assert "step 150/150" in log
     # checkpoints every 50 steps, each with what resume and export need
-    ckpt = work / "checkpoint-100"
+    ckpt = work / "checkpoint-150"
     for name in ("adapter_model.safetensors", "adapter_config.json", "optimizer.pt", "trainer_state.json", "mmtune_meta.json"):
         assert (ckpt / name).is_file(), name
     meta = json.loads((result.final_dir / "mmtune_meta.json").read_text())
     assert meta["template"] == "chatml" and meta["method"] == "lora"
-    # samples.jsonl has the answers at 0, 50 and 100
+    # samples.jsonl has the answers at 0, 50, 100 and 150
     steps = sorted({json.loads(line)["step"] for line in (work / "samples.jsonl").read_text().splitlines()})
-    assert steps == [0, 50, 100]
+    assert steps == [0, 50, 100, 150]
 
 
 def test_tokenization_is_cached_between_runs():

@@ -1,0 +1,157 @@
+"""Cross-entropy over the vocabulary in chunks, without keeping full-vocabulary logits.
+
+A causal LM's training loss is `cross_entropy(lm_head(hidden), targets)`. Through autograd that
+keeps the logits, their float32 copy and log-softmax (tokens x vocab each) alive from the end of
+the forward to the start of the backward, then builds their gradients: on a Qwen2 vocabulary
+(151,936) at 4k tokens that is ~2.5 GB per float32 tensor. `linear_cross_entropy` computes the
+loss and, in the same pass, the gradients of the hidden states and the head weight, a chunk of
+tokens at a time; only the chunk's logits exist at once, and what waits for the backward is the
+hidden-state gradient (tokens x hidden) and, when the head trains, its weight gradient (which
+autograd would allocate anyway). The arithmetic is the same as autograd's (softmax - one-hot),
+so the loss and gradients equal the plain path's to rounding (tests/models/test_chunked_loss.py).
+
+`use_chunked_loss(model)` gives a model this loss for training by replacing its `forward` on the
+instance, for transformers classes whose forward is the plain "decoder -> lm_head -> causal LM
+loss" (the allow-list below, checked by the tests against the class's own forward). Evaluation,
+generation and anything without labels run the class's own forward, unchanged. Not used when the
+head is not a plain `nn.Linear` (LoRA on `lm_head`, `modules_to_save`) or its weight is sharded
+(DeepSpeed ZeRO-3, FSDP), where the weight is only whole inside the head's own forward.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import types
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+IGNORE_INDEX = -100
+# Logit elements per chunk (float32): 32M = 128 MiB; the kit's 4k vocabulary takes 8,192 tokens
+# at once, Qwen2's 151,936 takes 220.
+CHUNK_ELEMENTS = 1 << 25
+# transformers classes whose forward is decoder -> slice_logits_to_keep -> lm_head -> ForCausalLMLoss
+# (no logit soft-capping or scaling, no auxiliary loss); subclasses that keep that forward qualify.
+PLAIN_HEAD_CLASSES = frozenset({
+    "LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM",
+    "Phi3ForCausalLM", "GemmaForCausalLM", "Olmo2ForCausalLM", "LlavaForConditionalGeneration",
+})
+
+
+class _ChunkedLinearCrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, targets, divisor, chunk_rows):
+        want_hidden, want_weight, want_bias = ctx.needs_input_grad[:3]
+        grad_hidden = torch.empty_like(hidden) if want_hidden else None
+        # float32 accumulators across chunks; handed back in the parameters' dtypes
+        grad_weight = torch.zeros_like(weight, dtype=torch.float32) if want_weight else None
+        grad_bias = torch.zeros_like(bias, dtype=torch.float32) if want_bias else None
+        total = hidden.new_zeros((), dtype=torch.float32)
+        for start in range(0, hidden.shape[0], chunk_rows):
+            h = hidden[start:start + chunk_rows]
+            t = targets[start:start + chunk_rows]
+            logits = nn.functional.linear(h, weight, bias).float()
+            lse = torch.logsumexp(logits, dim=-1)
+            total += (lse - logits.gather(1, t[:, None]).squeeze(1)).sum()
+            # d(sum of losses)/d(logits) = softmax - one-hot, built in the logits' memory
+            grad = logits.sub_(lse[:, None]).exp_()
+            grad[torch.arange(len(t), device=grad.device), t] -= 1
+            if want_weight:
+                grad_weight.addmm_(grad.t(), h.float())
+            if want_bias:
+                grad_bias += grad.sum(0)
+            if want_hidden:
+                torch.matmul(grad.to(h.dtype), weight, out=grad_hidden[start:start + chunk_rows])
+        ctx.save_for_backward(grad_hidden, grad_weight, grad_bias)
+        ctx.divisor = divisor
+        ctx.dtypes = (hidden.dtype, weight.dtype, None if bias is None else bias.dtype)
+        return total / divisor
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        scale = grad_loss / ctx.divisor
+        grads = [None if g is None else (g * scale).to(dtype) for g, dtype in zip(ctx.saved_tensors, ctx.dtypes)]
+        return (*grads, None, None, None)
+
+
+def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                         targets: torch.Tensor, num_items_in_batch=None, ignore_index: int = IGNORE_INDEX,
+                         chunk_rows: int | None = None) -> torch.Tensor:
+    """`cross_entropy(linear(hidden, weight, bias).float(), targets)` reduced as transformers'
+    causal-LM loss does: the mean over non-ignored targets, or their sum / `num_items_in_batch`
+    when given (gradient accumulation across micro-batches). hidden (..., H), targets (...)."""
+    hidden = hidden.reshape(-1, hidden.shape[-1])
+    targets = targets.reshape(-1).to(hidden.device)
+    keep = targets != ignore_index
+    if not bool(keep.all()):  # padded / prompt positions: no logits at all
+        hidden, targets = hidden[keep], targets[keep]
+    divisor = num_items_in_batch if num_items_in_batch is not None else targets.numel()
+    if torch.is_tensor(divisor):
+        divisor = divisor.to(hidden.device)
+    rows = chunk_rows or max(1, CHUNK_ELEMENTS // weight.shape[0])
+    return _ChunkedLinearCrossEntropy.apply(hidden, weight, bias, targets, divisor, rows)
+
+
+def _forward_owner(model) -> type | None:
+    """The class that defines `model`'s forward (subclasses that keep it inherit its behaviour)."""
+    for cls in type(model).__mro__:
+        if "forward" in cls.__dict__:
+            return cls
+    return None
+
+
+def supports_chunked_loss(model) -> str | None:
+    """None when `use_chunked_loss` can take `model` (a transformers model, peft-wrapped or not),
+    else why not."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    owner = _forward_owner(base)
+    if owner is None or owner.__name__ not in PLAIN_HEAD_CLASSES or not owner.__module__.startswith("transformers."):
+        return f"{type(base).__name__}'s forward is not one mmtune knows to be decoder -> lm_head -> loss"
+    head = getattr(base, "lm_head", None)
+    if type(head) is not nn.Linear:
+        return f"its lm_head is a {type(head).__name__} (LoRA / modules_to_save on the head), not a plain Linear"
+    if hasattr(head.weight, "ds_id") or type(head.weight).__name__ == "DTensor":
+        return "its lm_head weight is sharded (ZeRO-3 / FSDP)"
+    return None
+
+
+def use_chunked_loss(model) -> bool:
+    """Train `model` with `linear_cross_entropy`; True when done, False (logged) when it keeps its own."""
+    why_not = supports_chunked_loss(model)
+    if why_not:
+        log.info("chunked loss off: %s", why_not)
+        return False
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+
+    @functools.wraps(type(base).forward)  # keeps the class's signature: generate() checks its kwargs against it
+    def forward(self, *args, **kwargs):
+        return _chunked_loss_forward(self, *args, **kwargs)
+
+    base.forward = types.MethodType(forward, base)
+    return True
+
+
+def _chunked_loss_forward(self, *args, labels=None, logits_to_keep=0, **kwargs):
+    """The class's forward, except that a training step with labels gets the loss from
+    `linear_cross_entropy` and no logits."""
+    shift_labels = kwargs.get("shift_labels")
+    own_forward = type(self).forward.__get__(self)
+    if not (self.training and torch.is_grad_enabled()) or (labels is None and shift_labels is None):
+        return own_forward(*args, labels=labels, logits_to_keep=logits_to_keep, **kwargs)
+    if supports_chunked_loss(self):  # e.g. a head sharded after the patch: the class's own path
+        return own_forward(*args, labels=labels, logits_to_keep=logits_to_keep, **kwargs)
+    from transformers.modeling_outputs import CausalLMOutputWithPast
+    from transformers.modeling_utils import slice_logits_to_keep
+
+    kwargs.pop("shift_labels", None)
+    num_items_in_batch = kwargs.pop("num_items_in_batch", None)
+    outputs = self.model(*args, **kwargs)
+    hidden = slice_logits_to_keep(outputs[0], logits_to_keep)
+    if shift_labels is None:  # tokens < n predict n, as transformers' ForCausalLMLoss shifts
+        shift_labels = nn.functional.pad(labels, (0, 1), value=IGNORE_INDEX)[..., 1:]
+    loss = linear_cross_entropy(hidden, self.lm_head.weight, self.lm_head.bias, shift_labels,
+                                num_items_in_batch=num_items_in_batch)
+    return CausalLMOutputWithPast(loss=loss, hidden_states=outputs.hidden_states, attentions=outputs.attentions)

@@ -1,0 +1,235 @@
+"""The chunked cross-entropy equals transformers' own loss, and its gradients autograd's.
+
+Function level: loss and the gradients of hidden states, head weight and bias against
+`cross_entropy(linear(...).float())`, over several chunks, with ignored targets, with
+`num_items_in_batch`, in bfloat16, and with a frozen head (no weight gradient at all). Model level:
+every class of the allow-list, built from a tiny real config, trains to the same loss and the same
+parameter gradients through `use_chunked_loss` as through its own forward, for `labels` (padded
+batches) and for the packed collator's `logits_to_keep` + `shift_labels`; LoRA through peft; and a
+LLaVA model. Outside training the model's own forward (with logits) runs.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from mmtune.data.collate import FlatCollator, PaddingCollator
+from mmtune.models.chunked_loss import (
+    PLAIN_HEAD_CLASSES,
+    linear_cross_entropy,
+    supports_chunked_loss,
+    use_chunked_loss,
+)
+
+
+def plain_loss(hidden, weight, bias, targets, num_items_in_batch=None):
+    logits = nn.functional.linear(hidden, weight, bias).float()
+    reduction = "sum" if num_items_in_batch is not None else "mean"
+    loss = nn.functional.cross_entropy(logits, targets, ignore_index=-100, reduction=reduction)
+    return loss / num_items_in_batch if num_items_in_batch is not None else loss
+
+
+def make_inputs(dtype=torch.float32, n=37, h=16, v=50, bias=True, ignored=(3, 4, 20)):
+    g = torch.Generator().manual_seed(0)
+    hidden = torch.randn(n, h, generator=g).to(dtype).requires_grad_()
+    weight = torch.randn(v, h, generator=g).to(dtype).requires_grad_()
+    b = torch.randn(v, generator=g).to(dtype).requires_grad_() if bias else None
+    targets = torch.randint(0, v, (n,), generator=g)
+    targets[list(ignored)] = -100
+    return hidden, weight, b, targets
+
+
+def grads_of(loss, tensors):
+    return torch.autograd.grad(loss * 3.0, [t for t in tensors if t is not None])  # a non-unit upstream gradient
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 8, 1000])
+@pytest.mark.parametrize("num_items", [None, 50])
+def test_loss_and_gradients_equal_autograd(chunk_rows, num_items):
+    hidden, weight, bias, targets = make_inputs()
+    ours = linear_cross_entropy(hidden, weight, bias, targets, num_items_in_batch=num_items, chunk_rows=chunk_rows)
+    ref = plain_loss(hidden, weight, bias, targets, num_items)
+    torch.testing.assert_close(ours, ref)
+    ours_grads = grads_of(ours, (hidden, weight, bias))
+    for a, b in zip(ours_grads, grads_of(ref, (hidden, weight, bias)), strict=True):
+        torch.testing.assert_close(a, b)
+    assert ours_grads[0][[3, 4, 20]].abs().max() == 0  # ignored positions get exactly zero gradient
+
+
+def test_bfloat16_matches_autograd_within_rounding():
+    hidden, weight, bias, targets = make_inputs(torch.bfloat16, n=64, h=32, v=300, bias=False)
+    ours = linear_cross_entropy(hidden, weight, None, targets, chunk_rows=16)
+    ref = plain_loss(hidden, weight, None, targets)
+    assert ours.dtype == torch.float32
+    torch.testing.assert_close(ours, ref, atol=1e-2, rtol=1e-2)
+    g_ours, g_ref = grads_of(ours, (hidden, weight)), grads_of(ref, (hidden, weight))
+    for a, b in zip(g_ours, g_ref):
+        assert a.dtype == b.dtype == torch.bfloat16
+        torch.testing.assert_close(a.float(), b.float(), atol=2e-2, rtol=5e-2)
+
+
+def test_frozen_head_gets_no_weight_gradient():
+    hidden, weight, bias, targets = make_inputs(bias=False)
+    weight.requires_grad_(False)
+    loss = linear_cross_entropy(hidden, weight, None, targets, chunk_rows=5)
+    loss.backward()
+    assert weight.grad is None and hidden.grad is not None
+    ref_hidden = hidden.detach().clone().requires_grad_()
+    plain_loss(ref_hidden, weight, None, targets).backward()
+    torch.testing.assert_close(hidden.grad, ref_hidden.grad)
+
+
+def test_a_wrong_implementation_would_be_caught():
+    """The comparison is sharp enough to see a gradient that misses the one-hot term."""
+    hidden, weight, bias, targets = make_inputs()
+    ref = grads_of(plain_loss(hidden, weight, bias, targets), (hidden,))[0]
+    logits = nn.functional.linear(hidden, weight, bias).float()
+    keep = targets != -100
+    softmax_only = torch.zeros_like(hidden)
+    softmax_only[keep] = (logits[keep].softmax(-1) @ weight) * 3.0 / keep.sum()
+    with pytest.raises(AssertionError):
+        torch.testing.assert_close(softmax_only, ref)
+
+
+# --- models ---------------------------------------------------------------------------------------
+
+def tiny_causal_lm(class_name: str):
+    import transformers
+
+    model_cls = getattr(transformers, class_name)
+    config = model_cls.config_class(
+        vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=8, max_position_embeddings=128, tie_word_embeddings=False,
+        pad_token_id=0, attn_implementation="sdpa",
+        use_cache=False,  # as `mmtune train` sets it (with a cache, sdpa lets packed samples see each other)
+    )
+    torch.manual_seed(0)
+    return model_cls(config).float()
+
+
+def batches(vocab=97):
+    g = torch.Generator().manual_seed(1)
+    rows = []
+    for n, prompt in ((11, 4), (7, 2), (15, 9)):
+        ids = torch.randint(3, vocab, (n,), generator=g).tolist()
+        rows.append({"input_ids": ids, "labels": [-100] * prompt + ids[prompt:]})
+    return {"padded": PaddingCollator(0)(rows), "packed": FlatCollator(trained_logits_only=True)(rows)}
+
+
+def loss_and_grads(model, batch):
+    model.zero_grad(set_to_none=True)
+    loss = model(**{k: v.clone() for k, v in batch.items()}).loss
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+TEXT_CLASSES = sorted(PLAIN_HEAD_CLASSES - {"LlavaForConditionalGeneration"})
+
+
+@pytest.mark.parametrize("class_name", TEXT_CLASSES)
+def test_each_allowed_class_trains_exactly_as_its_own_forward(class_name):
+    model = tiny_causal_lm(class_name).train()
+    for name, batch in batches().items():
+        ref_loss, ref_grads = loss_and_grads(model, batch)
+        patched = tiny_causal_lm(class_name).train()
+        assert use_chunked_loss(patched)
+        loss, grads = loss_and_grads(patched, batch)
+        torch.testing.assert_close(loss, ref_loss, msg=f"{class_name} {name}")
+        assert grads.keys() == ref_grads.keys()
+        for key in grads:
+            torch.testing.assert_close(grads[key], ref_grads[key], atol=1e-6, rtol=1e-4, msg=f"{class_name} {name} {key}")
+
+
+def test_num_items_in_batch_and_no_logits_in_training():
+    model = tiny_causal_lm("Qwen2ForCausalLM").train()
+    batch = batches()["padded"]
+    ref = model(**batch, num_items_in_batch=torch.tensor(40)).loss
+    assert use_chunked_loss(model)
+    out = model(**batch, num_items_in_batch=torch.tensor(40))
+    torch.testing.assert_close(out.loss, ref)
+    assert out.logits is None  # nothing vocabulary-sized was kept
+
+
+def test_eval_and_generation_use_the_models_own_forward():
+    model = tiny_causal_lm("LlamaForCausalLM")
+    assert use_chunked_loss(model)
+    batch = batches()["padded"]
+    model.eval()
+    with torch.no_grad():
+        out = model(**batch)
+    assert out.logits.shape == (*batch["input_ids"].shape, 97) and out.loss is not None
+    model.train()
+    with torch.no_grad():  # an eval pass inside training (no grad): logits too
+        assert model(**batch).logits is not None
+    generated = model.eval().generate(batch["input_ids"][:1, :5], max_new_tokens=3, do_sample=False)
+    assert generated.shape == (1, 8)
+
+
+def test_lora_through_peft_matches_and_trains_only_adapters():
+    from peft import LoraConfig, get_peft_model
+
+    def lora():
+        torch.manual_seed(0)
+        m = get_peft_model(tiny_causal_lm("Qwen2ForCausalLM"), LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+        return m.train()
+
+    batch = batches()["packed"]
+    ref_loss, ref_grads = loss_and_grads(lora(), batch)
+    model = lora()
+    assert use_chunked_loss(model)
+    loss, grads = loss_and_grads(model, batch)
+    torch.testing.assert_close(loss, ref_loss)
+    assert grads.keys() == ref_grads.keys() and all("lora_" in k for k in grads)
+    for key in grads:
+        torch.testing.assert_close(grads[key], ref_grads[key], atol=1e-6, rtol=1e-4)
+
+
+def test_refused_where_the_head_is_not_plain():
+    from peft import LoraConfig, get_peft_model
+
+    model = get_peft_model(tiny_causal_lm("Qwen2ForCausalLM"), LoraConfig(r=4, target_modules=["q_proj", "lm_head"]))
+    assert "lm_head" in supports_chunked_loss(model)
+    assert not use_chunked_loss(model)
+
+    class Custom(nn.Module):
+        def forward(self, x):
+            return x
+
+    assert "not one mmtune knows" in supports_chunked_loss(Custom())
+
+
+def test_llava_trains_exactly_as_its_own_forward():
+    from mmtune.models.llava import build_llava
+    from mmtune.testing.tiny import tiny_lm_dir
+    from mmtune.testing.tiny_vision import tiny_image, tiny_vision_dir
+
+    def build():
+        torch.manual_seed(0)
+        model, processor = build_llava(str(tiny_lm_dir("qwen2")), str(tiny_vision_dir("clip")), attn_implementation="sdpa")
+        return model.float().train(), processor
+
+    model, processor = build()
+    enc = processor(images=[tiny_image(0)], text=["<image>\nWhat is it? A red square."], return_tensors="pt")
+    labels = enc["input_ids"].clone()
+    labels[:, : labels.shape[1] - 4] = -100
+    batch = {**enc, "labels": labels}
+    ref_loss, ref_grads = loss_and_grads(model, batch)
+    patched, _ = build()
+    assert use_chunked_loss(patched)
+    loss, grads = loss_and_grads(patched, batch)
+    torch.testing.assert_close(loss, ref_loss)
+    assert any(k.startswith("model.vision_tower") or "vision" in k for k in grads)  # images reached the loss
+    for key in grads:
+        torch.testing.assert_close(grads[key], ref_grads[key], atol=1e-6, rtol=1e-4)
+
+
+def test_patched_forward_keeps_the_class_signature():
+    """generate() and the Trainer read the forward's parameters (e.g. LLaVA's pixel_values)."""
+    import inspect
+
+    model = tiny_causal_lm("Qwen2ForCausalLM")
+    before = inspect.signature(model.forward)
+    assert use_chunked_loss(model)
+    assert inspect.signature(model.forward) == before and "logits_to_keep" in before.parameters
