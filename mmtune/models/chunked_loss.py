@@ -27,9 +27,10 @@ import types
 import torch
 from torch import nn
 
+from mmtune.data.encode import IGNORE_INDEX
+
 log = logging.getLogger(__name__)
 
-IGNORE_INDEX = -100
 # Logit elements per chunk (float32): 32M = 128 MiB; the kit's 4k vocabulary takes 8,192 tokens
 # at once, Qwen2's 151,936 takes 220.
 CHUNK_ELEMENTS = 1 << 25
@@ -110,7 +111,11 @@ def supports_chunked_loss(model) -> str | None:
     owner = _forward_owner(base)
     if owner is None or owner.__name__ not in PLAIN_HEAD_CLASSES or not owner.__module__.startswith("transformers."):
         return f"{type(base).__name__}'s forward is not one mmtune knows to be decoder -> lm_head -> loss"
-    head = getattr(base, "lm_head", None)
+    return _head_problem(getattr(base, "lm_head", None))
+
+
+def _head_problem(head) -> str | None:
+    """Why `head` cannot feed `linear_cross_entropy` (None: it can)."""
     if type(head) is not nn.Linear:
         return f"its lm_head is a {type(head).__name__} (LoRA / modules_to_save on the head), not a plain Linear"
     if hasattr(head.weight, "ds_id") or type(head.weight).__name__ == "DTensor":
@@ -141,7 +146,7 @@ def _chunked_loss_forward(self, *args, labels=None, logits_to_keep=0, **kwargs):
     own_forward = type(self).forward.__get__(self)
     if not (self.training and torch.is_grad_enabled()) or (labels is None and shift_labels is None):
         return own_forward(*args, labels=labels, logits_to_keep=logits_to_keep, **kwargs)
-    if supports_chunked_loss(self):  # e.g. a head sharded after the patch: the class's own path
+    if _head_problem(self.lm_head):  # e.g. a head sharded after the patch: the class's own path
         return own_forward(*args, labels=labels, logits_to_keep=logits_to_keep, **kwargs)
     from transformers.modeling_outputs import CausalLMOutputWithPast
     from transformers.modeling_utils import slice_logits_to_keep

@@ -101,7 +101,7 @@ class Setup:
     stage: str = "finetune"  # VLM: pretrain trains the projector only
     trainable: tuple[str, ...] | None = None  # VLM parts the recipe trains, when it names them
     comm_bucket_elements: int = 0  # DeepSpeed buckets (see deepspeed_setup)
-    chunked_loss: bool = False  # train.chunked_loss, where it applies (not ZeRO-3 / FSDP)
+    chunked_loss: bool = False  # train.chunked_loss (activation_bytes ignores it under ZeRO-3 / FSDP)
 
     @property
     def deepspeed(self) -> bool:
@@ -341,7 +341,7 @@ def activation_bytes(size: ModelSize, setup: Setup, vision_trainable: bool = Fal
     eager = setup.attention == "eager"
     one = layer_activation_bytes(s, b, h, a, c, eager)
     acts = L * 2 * s * b * h * c / 2 + one if setup.gradient_checkpointing else L * one
-    if setup.chunked_loss and setup.strategy not in ("zero3", "fsdp_shard_grad_op", "fsdp_full_shard"):
+    if setup.chunked_loss and not (setup.strategy == "zero3" or setup.fsdp):  # sharded head: the plain loss
         from mmtune.models.chunked_loss import CHUNK_ELEMENTS
 
         rows = min(s * b, max(1, CHUNK_ELEMENTS // size.vocab_size))
