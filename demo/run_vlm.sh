@@ -20,12 +20,11 @@ $MMTUNE data check "$OUT/shapes/finetune.json" --image-folder "$OUT/shapes" --co
 echo "== 3. pretrain: the projector alone learns to map image features into the LLM (LLM and encoder frozen)"
 $MMTUNE train tiny_llava_pretrain --work-dir "$OUT/work_pretrain"
 
-ask() {  # ask MODEL-ARGS... the colour of each held-out image; one line per image
-  for img in "${HELDOUT[@]}"; do
-    reply=$($MMTUNE chat "$@" --image "$OUT/shapes/images/$img" --query "What colour is the shape?" \
-      --max-new-tokens 8 | sed -n 's/^Assistant: //p')
-    echo "$img: ${reply:-(no answer)}"
-  done
+ask() {  # ask MODEL-ARGS... the colour of each held-out image, in one chat session (/image switches); one line per image
+  local replies
+  replies=$(for img in "${HELDOUT[@]}"; do printf '/image %s\nWhat colour is the shape?\n' "$OUT/shapes/images/$img"; done |
+    $MMTUNE chat "$@" --max-new-tokens 8 | sed -n 's/^.*Assistant: //p' | awk '{print ($0 == "" ? "(no answer)" : $0)}')
+  paste -d' ' <(printf '%s:\n' "${HELDOUT[@]}") <(printf '%s\n' "$replies")
 }
 BEFORE=("$OUT/models/tiny-qwen2" --visual-encoder "$OUT/models/tiny-clip" --llava "$OUT/work_pretrain/final")
 

@@ -98,7 +98,8 @@ class TrainConfig(Section):
     gradient_accumulation: int = Field(16, ge=1)
     lr: float = Field(2e-4, gt=0)
     weight_decay: float = Field(0.0, ge=0)
-    optimizer: Literal["adamw_torch", "adamw_torch_fused", "paged_adamw_8bit", "adamw_8bit", "sgd"] = "adamw_torch"
+    # the fused kernel (CPU and CUDA) is also the Trainer's own default since torch 2.8
+    optimizer: Literal["adamw_torch_fused", "adamw_torch", "paged_adamw_8bit", "adamw_8bit", "sgd"] = "adamw_torch_fused"
     scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
     warmup_ratio: float = Field(0.03, ge=0, lt=1)
     max_grad_norm: float = Field(1.0, ge=0)

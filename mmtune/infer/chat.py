@@ -1,4 +1,4 @@
-"""The terminal chat loop: streaming answers, multi-turn memory, `clear` and `exit`."""
+"""The terminal chat loop: streaming answers, multi-turn memory, `clear`, `/image` and `exit`."""
 
 from __future__ import annotations
 
@@ -6,10 +6,13 @@ import sys
 from typing import Callable, TextIO
 
 from mmtune.data.conversation import IMAGE_PLACEHOLDER, Message
+from mmtune.data.images import open_image
+from mmtune.errors import MmtuneError
 from mmtune.infer.engine import GenerationSettings, stream_reply
 from mmtune.infer.load import LoadedModel
 
 HELP = "Type a message. `clear` starts a new conversation, `exit` quits."
+VISION_HELP = "`/image PATH [PATH ...]` starts a new conversation about other images."
 
 
 def with_image_placeholders(history: list[Message], question: str, images: list) -> str:
@@ -35,8 +38,19 @@ def answer(loaded: LoadedModel, history: list[Message], question: str, settings:
     return reply
 
 
+def switch_images(loaded: LoadedModel, paths: list[str]) -> list:
+    """The images a `/image PATH ...` line names, opened (a clear error if one cannot be)."""
+    if loaded.vision is None:
+        raise MmtuneError("this is a text-only model: it cannot take images")
+    if not paths:
+        raise MmtuneError("/image needs at least one path, e.g. /image photo.jpg")
+    return [open_image(path, f"/image {path}") for path in paths]
+
+
 def chat_loop(loaded: LoadedModel, settings: GenerationSettings, *, system: str | None = None, images: list | None = None,
               stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> None:
+    images = list(images or [])
+
     def fresh() -> list[Message]:
         return [Message("system", system)] if system else []
 
@@ -45,7 +59,7 @@ def chat_loop(loaded: LoadedModel, settings: GenerationSettings, *, system: str 
         stdout.flush()
 
     history = fresh()
-    write(f"{HELP}\n")
+    write(f"{HELP} {VISION_HELP}\n" if loaded.vision is not None else f"{HELP}\n")
     while True:
         write("\nUser: ")
         line = stdin.readline()
@@ -55,11 +69,21 @@ def chat_loop(loaded: LoadedModel, settings: GenerationSettings, *, system: str 
         question = line.strip()
         if not question:
             continue
-        if question.lower() in ("exit", "quit"):
+        command = question.lower().removeprefix("/")
+        if command in ("exit", "quit"):
             return
-        if question.lower() == "clear":
+        if command == "clear":
             history = fresh()
             write("(conversation cleared)\n")
+            continue
+        if question.startswith("/image"):
+            try:
+                images = switch_images(loaded, question.split()[1:])
+            except MmtuneError as e:
+                write(f"error: {e}\n")
+                continue
+            history = fresh()
+            write(f"(new conversation about {len(images)} image(s))\n")
             continue
         write("Assistant: ")
         answer(loaded, history, question, settings, write, images)

@@ -95,7 +95,7 @@ class Setup:
     micro_batch: int = 1
     seq_len: int = 2048
     gradient_checkpointing: bool = False
-    optimizer: str = "adamw_torch"
+    optimizer: str = "adamw_torch_fused"
     attention: str = "sdpa"  # eager keeps the s×s scores
     images_per_sample: int = 1
     stage: str = "finetune"  # VLM: pretrain trains the projector only

@@ -44,6 +44,16 @@ def test_chat_uses_stored_template_and_remembers_turns(adapter_dir):
     assert seen == [1, 3]  # the second question saw the first turn
 
 
+def test_text_model_refuses_image_command(adapter_dir):
+    recipe, adapter = adapter_dir
+    loaded = load_for_inference(recipe.model.path, adapter=str(adapter), device="cpu")
+    stdout = io.StringIO()
+    chat_loop(loaded, GenerationSettings(max_new_tokens=4), stdin=io.StringIO("/image a.png\n/exit\nnever\n"), stdout=stdout)
+    out = stdout.getvalue()
+    assert "/image" not in out.splitlines()[0]  # no vision help for a text model
+    assert "error: this is a text-only model" in out and "Assistant:" not in out
+
+
 def test_template_mismatch_warns(adapter_dir, caplog):
     recipe, adapter = adapter_dir
     with caplog.at_level(logging.WARNING):

@@ -100,6 +100,36 @@ def test_chat_cli_with_image(exported, capsys):
     assert "image file not found" in capsys.readouterr().err
 
 
+def test_chat_loop_switches_images(exported):
+    """`/image PATH` in the terminal chat starts a new conversation about that image: each reply equals
+    a one-shot answer about the same image; a missing image is an error line and the chat goes on."""
+    import io
+
+    from mmtune.data.images import open_image
+    from mmtune.infer.chat import answer, chat_loop
+    from mmtune.infer.engine import GenerationSettings
+
+    root, _, _, out = exported
+    loaded = load_for_inference(str(out), device="cpu")
+    settings = GenerationSettings(max_new_tokens=8)
+    paths = [root / "shapes" / "images" / f"heldout_0000{i}.png" for i in range(3)]
+    question = "What colour is the shape?"
+    lines = [f"/image {paths[0]}", question, f"/image {root / 'nope.png'}", question, f"/image {paths[1]} {paths[2]}",
+             "/image", f"/image {paths[2]}", question]
+    stdout = io.StringIO()
+    chat_loop(loaded, settings, stdin=io.StringIO("\n".join(lines) + "\n"), stdout=stdout)
+    text = stdout.getvalue()
+    assert "/image PATH" in text.splitlines()[0]  # the help names the command for a vision model
+    assert "image file not found" in text and "/image needs at least one path" in text
+    assert text.count("(new conversation about 1 image(s))") == 2 and "about 2 image(s)" in text
+    replies = [line.split("Assistant: ", 1)[1] for line in text.splitlines() if "Assistant: " in line]
+    # the question after the failed /image still asks about paths[0], in the same conversation
+    first = answer(loaded, [], question, settings, lambda s: None, [open_image(paths[0], "t")])
+    last = answer(loaded, [], question, settings, lambda s: None, [open_image(paths[2], "t")])
+    assert replies[0].strip() == first and replies[2].strip() == last, (replies, first, last)
+    assert len(replies) == 3
+
+
 def test_tiny_vlm_learns_the_colour_of_held_out_shapes(tmp_path):
     """The learning proof: a short finetune on colour questions (the `--questions colour` curriculum)
     takes held-out answers from chance (1 in 6 colours) to well above it. Images it never saw."""
