@@ -108,6 +108,9 @@ class TrainConfig(Section):
     chunked_loss: bool = Field(
         True, description="loss over the vocabulary a chunk of tokens at a time, without full-vocabulary logits "
                           "(same loss and gradients; less memory). Off under ZeRO-3 / FSDP and for heads with LoRA")
+    fused_layers: bool = Field(
+        True, description="Llama-style RMSNorm and SwiGLU MLP modules keep only their inputs for backward and "
+                          "recompute the rest (same outputs and gradients; fewer activations). Off under ZeRO-3 / FSDP")
     seed: int = 0
     logging_steps: int = Field(10, ge=1)
     save_steps: int = Field(500, ge=0, description="checkpoint every N steps; 0: no checkpoints (final/ is still written, resume is impossible)")

@@ -54,7 +54,7 @@ def check_bitsandbytes(device: str) -> None:
     try:
         import bitsandbytes as bnb
     except Exception as e:  # noqa: BLE001 - any import failure means the same to the user
-        raise MmtuneError(f"QLoRA needs bitsandbytes, which cannot be imported: {e}", hint="pip install bitsandbytes") from None
+        raise MmtuneError(f"QLoRA needs bitsandbytes, which cannot be imported: {e}", hint="pip install 'mmtune[qlora]' (or bitsandbytes)") from None
     try:
         layer = bnb.nn.Linear4bit(16, 16, compute_dtype=torch.float32, quant_type="nf4")
         layer = layer.to(device)

@@ -23,6 +23,8 @@ activations  per decoder layer, micro-batch b, sequence s, hidden h, heads a (Ko
              s·b·h·(34 + 5·a·s/h)·c/2 bytes; the 5·a·s/h term (the s×s attention scores) only
              with eager attention — sdpa/flash attention keep no score matrix. With gradient
              checkpointing each layer keeps its input, 2·s·b·h·c/2, plus one layer is recomputed.
+             `train.fused_layers` keeps somewhat less (one h- and one intermediate-size tensor per
+             token and layer); the formula does not subtract it, so it errs high there.
 logits       s·b·V·(c + 8): the logits, their fp32 copy for the loss and the fp32 log-softmax kept
              for backward. With `train.chunked_loss` (the default; not under ZeRO-3 / FSDP) only one
              chunk of r = min(s·b, 2^25/V) tokens has logits at a time: r·V·(4 + c) for the chunk and

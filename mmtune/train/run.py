@@ -17,6 +17,7 @@ from mmtune.data.templates import Template, get_template
 from mmtune.errors import MmtuneError
 from mmtune.models.adapters import apply_method, count_parameters
 from mmtune.models.chunked_loss import use_chunked_loss
+from mmtune.models.fused_layers import use_fused_layers
 from mmtune.models.load import load_causal_lm, load_tokenizer, pick_device
 from mmtune.models.packed_attention import flat_collator_options, use_packed_attention
 from mmtune.train import callbacks as cb
@@ -156,6 +157,14 @@ def run_training(recipe, work_dir: str | Path, *, resume: str | None = None, dee
             log.info("chunked loss off: the lm_head weight is sharded (ZeRO-3 / FSDP)")
         elif use_chunked_loss(model):
             log.info("loss: chunked cross-entropy (no full-vocabulary logits)")
+    if recipe.train.fused_layers:
+        if launch.params_sharded(args):  # a norm's weight is whole only while ZeRO-3 / FSDP hooks gather it
+            log.info("fused layers off: parameters are sharded (ZeRO-3 / FSDP)")
+        else:
+            norms, mlps = use_fused_layers(model)
+            if norms or mlps:
+                log.info("fused layers: %d RMSNorm and %d SwiGLU MLP modules keep only their inputs for backward",
+                         norms, mlps)
     trainable, total = count_parameters(model)
     log.info("parameters: %s trainable of %s (%.2f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / max(total, 1))
 

@@ -49,6 +49,9 @@ def test_deepspeed_run_trains_and_exports_the_trained_weights(ds_runs, stage, me
     losses = [p["loss"] for p in json.loads((work / "loss.json").read_text())]
     assert len(losses) == 4 and losses[-1] < losses[0], losses
     assert len((work / "samples.jsonl").read_text().splitlines()) == 3  # steps 0, 2, 4; rank 0 only
+    log = (work / "train.log").read_text()  # the memory savers step aside where parameters are sharded
+    assert ("fused layers off" in log) == ("chunked loss off" in log) == stage.startswith("zero3"), log[-2000:]
+    assert ("fused layers: 9 RMSNorm and 4 SwiGLU MLP" in log) == (not stage.startswith("zero3"))
 
     out = checkpoint_to_hf(recipe, work / "final", tmp_path / "hf")
     want = torch.tensor(json.loads((work / "probe_logits.json").read_text()))

@@ -15,13 +15,13 @@ import pytest
 import torch
 from torch import nn
 
-from mmtune.data.collate import FlatCollator, PaddingCollator
 from mmtune.models.chunked_loss import (
     PLAIN_HEAD_CLASSES,
     linear_cross_entropy,
     supports_chunked_loss,
     use_chunked_loss,
 )
+from mmtune.testing.classes import assert_same_step, batches, loss_and_grads, tiny_causal_lm
 
 
 def plain_loss(hidden, weight, bias, targets, num_items_in_batch=None):
@@ -95,36 +95,6 @@ def test_a_wrong_implementation_would_be_caught():
 
 # --- models ---------------------------------------------------------------------------------------
 
-def tiny_causal_lm(class_name: str):
-    import transformers
-
-    model_cls = getattr(transformers, class_name)
-    config = model_cls.config_class(
-        vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, head_dim=8, max_position_embeddings=128, tie_word_embeddings=False,
-        pad_token_id=0, attn_implementation="sdpa",
-        use_cache=False,  # as `mmtune train` sets it (with a cache, sdpa lets packed samples see each other)
-    )
-    torch.manual_seed(0)
-    return model_cls(config).float()
-
-
-def batches(vocab=97):
-    g = torch.Generator().manual_seed(1)
-    rows = []
-    for n, prompt in ((11, 4), (7, 2), (15, 9)):
-        ids = torch.randint(3, vocab, (n,), generator=g).tolist()
-        rows.append({"input_ids": ids, "labels": [-100] * prompt + ids[prompt:]})
-    return {"padded": PaddingCollator(0)(rows), "packed": FlatCollator(trained_logits_only=True)(rows)}
-
-
-def loss_and_grads(model, batch):
-    model.zero_grad(set_to_none=True)
-    loss = model(**{k: v.clone() for k, v in batch.items()}).loss
-    loss.backward()
-    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-
-
 TEXT_CLASSES = sorted(PLAIN_HEAD_CLASSES - {"LlavaForConditionalGeneration"})
 
 
@@ -132,14 +102,10 @@ TEXT_CLASSES = sorted(PLAIN_HEAD_CLASSES - {"LlavaForConditionalGeneration"})
 def test_each_allowed_class_trains_exactly_as_its_own_forward(class_name):
     model = tiny_causal_lm(class_name).train()
     for name, batch in batches().items():
-        ref_loss, ref_grads = loss_and_grads(model, batch)
+        ref = loss_and_grads(model, batch)
         patched = tiny_causal_lm(class_name).train()
         assert use_chunked_loss(patched)
-        loss, grads = loss_and_grads(patched, batch)
-        torch.testing.assert_close(loss, ref_loss, msg=f"{class_name} {name}")
-        assert grads.keys() == ref_grads.keys()
-        for key in grads:
-            torch.testing.assert_close(grads[key], ref_grads[key], atol=1e-6, rtol=1e-4, msg=f"{class_name} {name} {key}")
+        assert_same_step(loss_and_grads(patched, batch), ref, f"{class_name} {name}")
 
 
 def test_num_items_in_batch_and_no_logits_in_training():

@@ -102,6 +102,18 @@ def test_qlora_stops_before_loading_when_bitsandbytes_cannot_run(tiny_llama_dir,
     assert load.check_bitsandbytes  # the check is the public hook
 
 
+def test_qlora_without_bitsandbytes_names_the_extra(tiny_llama_dir, data_file, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # as if not installed: import raises ImportError
+    loaded = []
+    monkeypatch.setattr("transformers.AutoModelForCausalLM.from_pretrained", lambda *a, **k: loaded.append(a))
+    recipe = self_cognition_recipe(tiny_llama_dir, data_file, method={"type": "qlora"})
+    with pytest.raises(MmtuneError, match="QLoRA needs bitsandbytes") as err:
+        run_training(recipe, tmp_path / "work")
+    assert "mmtune[qlora]" in err.value.hint and loaded == []
+
+
 @pytest.mark.parametrize("save_steps, checkpoints", [(0, []), (2, ["checkpoint-2", "checkpoint-4"])])
 def test_save_steps_zero_writes_no_checkpoints_but_the_final_model(save_steps, checkpoints, tiny_qwen2_dir, data_file, tmp_path):
     recipe = self_cognition_recipe(tiny_qwen2_dir, data_file,
