@@ -29,17 +29,18 @@ import os
 import sys
 import time
 
-VARIANTS = {  # name -> (method, packing, train.chunked_loss)
-    "mm_full": ("full", False, True),
-    "mm_lora": ("lora", False, True),
-    "mm_full_pack": ("full", True, True),
-    "mm_lora_pack": ("lora", True, True),
-    "mm_full_pack_plainloss": ("full", True, False),  # transformers' own loss, for the chunked loss's effect
+VARIANTS = {  # name -> (method, packing, train.chunked_loss, train.fused_layers)
+    "mm_full": ("full", False, True, True),
+    "mm_lora": ("lora", False, True, True),
+    "mm_full_pack": ("full", True, True, True),
+    "mm_lora_pack": ("lora", True, True, True),
+    "mm_full_pack_plainloss": ("full", True, False, True),  # transformers' own loss, for the chunked loss's effect
+    "mm_full_pack_unfused": ("full", True, True, False),  # transformers' RMSNorm / MLP, for the fused layers' effect
 }
 
 
 def recipe_dict(assets: str, method: str, pack: bool, steps: int, device: str = "cpu", save_steps: int = 10**9,
-                chunked_loss: bool = True) -> dict:
+                chunked_loss: bool = True, fused_layers: bool = True) -> dict:
     """The kit's settings as an mmtune recipe (fp32, micro-batch 4, lr 1e-4 linear, no warmup, ...)."""
     return {
         "model": {"path": assets, "dtype": "float32", "attn_implementation": "sdpa"},
@@ -49,7 +50,8 @@ def recipe_dict(assets: str, method: str, pack: bool, steps: int, device: str = 
         "train": {"max_steps": steps, "micro_batch_size": 4, "gradient_accumulation": 1, "lr": 1e-4,
                   "weight_decay": 0.0, "optimizer": "adamw_torch_fused",  # transformers' default, which the peers use
                   "scheduler": "linear", "warmup_ratio": 0.0, "max_grad_norm": 1.0, "precision": "fp32",
-                  "gradient_checkpointing": False, "chunked_loss": chunked_loss, "seed": 42, "logging_steps": 10, "save_steps": save_steps,
+                  "gradient_checkpointing": False, "chunked_loss": chunked_loss,
+                  "fused_layers": fused_layers, "seed": 42, "logging_steps": 10, "save_steps": save_steps,
                   "save_total_limit": 1, "dataloader_workers": 0, "device": device},
         "eval": {"evaluation_inputs": []},
     }
@@ -148,8 +150,9 @@ def worker(name: str, assets: str, steps: int, device: str, peak_tflops: float |
     from mmtune.config.load import validate_recipe
 
     t_start = time.time()
-    method, pack, chunked = VARIANTS[name]
-    recipe = validate_recipe(recipe_dict(assets, method, pack, steps, device, chunked_loss=chunked), where=f"bench {name}")
+    method, pack, chunked, fused = VARIANTS[name]
+    recipe = validate_recipe(recipe_dict(assets, method, pack, steps, device, chunked_loss=chunked, fused_layers=fused),
+                             where=f"bench {name}")
     timing = {"encode_s": 0.0, "pack_s": 0.0}
     encode_once, train_rows = launch.encode_once, run.TrainRows
 
@@ -184,7 +187,7 @@ def worker(name: str, assets: str, steps: int, device: str, peak_tflops: float |
     if len(losses) >= 2 and losses[-1][0] == counter.info["global_step"] and losses[-1][0] - losses[-2][0] == 10:
         last10 = round(losses[-1][1], 4)
     out = {
-        "toolkit": "mmtune", "mmtune_rev": rev, "method": method, "packing": pack, "chunked_loss": chunked,
+        "toolkit": "mmtune", "mmtune_rev": rev, "method": method, "packing": pack, "chunked_loss": chunked, "fused_layers": fused,
         "torch": torch.__version__, "threads": torch.get_num_threads(), "steps": counter.info["global_step"],
         "real_tokens": real, "padded_tokens": padded, "train_runtime_s": round(rt, 2),
         "real_tok_s": round(real / rt, 1), "padded_tok_s": round(padded / rt, 1),

@@ -9,7 +9,8 @@ Every run is its own process; mmtune and peer runs alternate, and even reps run 
     .venv/bin/python bench/train_throughput.py --summarize /tmp/peer/bench_train/results.jsonl
     .venv/bin/python bench/train_throughput.py --check-tokens              # tokens/labels vs the baseline
 
-Runs: mm_full, mm_lora, mm_full_pack, mm_lora_pack, mm_full_pack_plainloss (the same without
+Runs: mm_full, mm_lora, mm_full_pack, mm_lora_pack, mm_full_pack_unfused (without train.fused_layers),
+mm_full_pack_plainloss (the same without
 train.chunked_loss) (mmtune, this venv) and hf_full, hf_lora
 (kit's baseline_hf.py, /tmp/peer/hf), lf_full, lf_lora, lf_full_pack, lf_full_neat (run_lf.py,
 /tmp/peer/lf), with the commands of the kit's run_all.sh (cwd = out dir, CUDA_VISIBLE_DEVICES=,
@@ -30,14 +31,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _runner import fmt, interleave, load_results, median, ratio, run_and_summarize, run_one, table  # noqa: E402
 
 KIT = Path("/work/shared/peer-bench")
-MM = ["mm_full", "mm_full_pack", "mm_lora", "mm_lora_pack", "mm_full_pack_plainloss"]
+MM = ["mm_full", "mm_full_pack", "mm_lora", "mm_lora_pack", "mm_full_pack_plainloss", "mm_full_pack_unfused"]
 PEERS = ["hf_full", "lf_full", "hf_lora", "lf_lora", "lf_full_pack", "lf_full_neat"]
 # one mmtune run, one peer run, ... (then the remaining peers)
 ORDER = ["mm_full", "hf_full", "mm_full_pack", "lf_full", "mm_lora", "hf_lora", "mm_lora_pack", "lf_lora",
-         "lf_full_pack", "lf_full_neat", "mm_full_pack_plainloss"]
+         "lf_full_pack", "lf_full_neat", "mm_full_pack_plainloss", "mm_full_pack_unfused"]
 RATIOS = [("mm_full", "hf_full"), ("mm_full", "lf_full"), ("mm_full_pack", "hf_full"), ("mm_full_pack", "lf_full_pack"),
           ("mm_full_pack", "lf_full_neat"), ("mm_lora", "hf_lora"), ("mm_lora", "lf_lora"),
-          ("mm_lora_pack", "hf_lora"), ("mm_lora_pack", "lf_lora"), ("mm_full_pack", "mm_full_pack_plainloss")]
+          ("mm_lora_pack", "hf_lora"), ("mm_lora_pack", "lf_lora"), ("mm_full_pack", "mm_full_pack_plainloss"),
+          ("mm_full_pack", "mm_full_pack_unfused")]
 
 
 def peer_command(name: str, a, out: Path) -> list[str]:

@@ -24,6 +24,7 @@ from mmtune.train import callbacks as cb
 from mmtune.train import launch
 from mmtune.train.checkpoints import resolve_resume
 from mmtune.train.eval_callback import EvalDatasetCallback, read_eval_set
+from mmtune.train.host_memory import ReleaseHostMemoryCallback
 
 log = logging.getLogger("mmtune.train")
 
@@ -198,6 +199,7 @@ def run_training(recipe, work_dir: str | Path, *, resume: str | None = None, dee
         processing_class=tokenizer,
         callbacks=[
             launch.sample_chat_callback(sample_cb, args),
+            ReleaseHostMemoryCallback(),  # after the sample chats' on_train_begin
             cb.ReadableLogCallback(),
             cb.LossPlotCallback(work_dir),
             cb.MetaCallback(meta),
