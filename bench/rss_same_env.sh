@@ -3,13 +3,13 @@
 # train.fused_layers (mmtune's venv, which has the test extras: bitsandbytes, deepspeed); mmtune full packed
 # in a lean venv (`pip install -e .`, no extras: what a LoRA / full user installs).
 root=$(cd "$(dirname "$0")/.." && pwd)
-# usage: bench/rss_same_env.sh [WORK_DIR] > results.jsonl   (~20 min)
+# usage: [RUNS="hf_own mm_full_pack_lean ..."] bench/rss_same_env.sh [WORK_DIR] > results.jsonl   (~20 min)
 # needs: the peers as bench/README.md sets them up; LEAN_VENV (default /tmp/lean): python3 -m venv /tmp/lean &&
 #   /tmp/lean/bin/pip install torch==2.13.0 && /tmp/lean/bin/pip install -e .
 out=${1:-/tmp/rss}; mkdir -p "$out"; cd "$out"
 lean=${LEAN_VENV:-/tmp/lean}
 for rep in 1 2 3; do
-  for run in hf_own hf_mmvenv mm_full_pack mm_full mm_full_pack_unfused mm_full_pack_lean; do
+  for run in ${RUNS:-hf_own hf_mmvenv mm_full_pack mm_full mm_full_pack_unfused mm_full_pack_lean}; do
     rm -rf w && mkdir w
     case $run in
       hf_own) CUDA_VISIBLE_DEVICES= /tmp/peer/hf/bin/python /work/shared/peer-bench/baseline_hf.py /tmp/peer/assets w/o ;;

@@ -58,6 +58,19 @@ def test_loss_and_gradients_equal_autograd(chunk_rows, num_items):
     assert ours_grads[0][[3, 4, 20]].abs().max() == 0  # ignored positions get exactly zero gradient
 
 
+def test_default_chunk_follows_the_device_budget(monkeypatch):
+    import mmtune.models.chunked_loss as cl
+
+    hidden, weight, bias, targets = make_inputs()  # vocabulary 50
+    seen = []
+    real_apply = cl._ChunkedLinearCrossEntropy.apply
+    monkeypatch.setattr(cl._ChunkedLinearCrossEntropy, "apply", lambda *a: seen.append(a[-1]) or real_apply(*a))
+    monkeypatch.setattr(cl, "CPU_CHUNK_ELEMENTS", 50 * 6)
+    torch.testing.assert_close(linear_cross_entropy(hidden, weight, bias, targets), plain_loss(hidden, weight, bias, targets))
+    assert seen == [6]  # CPU tensors: the CPU budget (GPU tensors get CHUNK_ELEMENTS)
+    assert cl.CPU_CHUNK_ELEMENTS < cl.CHUNK_ELEMENTS
+
+
 def test_bfloat16_matches_autograd_within_rounding():
     hidden, weight, bias, targets = make_inputs(torch.bfloat16, n=64, h=32, v=300, bias=False)
     ours = linear_cross_entropy(hidden, weight, None, targets, chunk_rows=16)
