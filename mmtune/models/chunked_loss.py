@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from mmtune.data.encode import IGNORE_INDEX
+from mmtune.models.patching import transformers_forward_class
 
 log = logging.getLogger(__name__)
 
@@ -101,20 +102,11 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, bias: torch
     return _ChunkedLinearCrossEntropy.apply(hidden, weight, bias, targets, divisor, rows)
 
 
-def _forward_owner(model) -> type | None:
-    """The class that defines `model`'s forward (subclasses that keep it inherit its behaviour)."""
-    for cls in type(model).__mro__:
-        if "forward" in cls.__dict__:
-            return cls
-    return None
-
-
 def supports_chunked_loss(model) -> str | None:
     """None when `use_chunked_loss` can take `model` (a transformers model, peft-wrapped or not),
     else why not."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    owner = _forward_owner(base)
-    if owner is None or owner.__name__ not in PLAIN_HEAD_CLASSES or not owner.__module__.startswith("transformers."):
+    if transformers_forward_class(base) not in PLAIN_HEAD_CLASSES:
         return f"{type(base).__name__}'s forward is not one mmtune knows to be decoder -> lm_head -> loss"
     return _head_problem(getattr(base, "lm_head", None))
 

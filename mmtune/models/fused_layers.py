@@ -20,13 +20,12 @@ hooks have gathered it.
 
 from __future__ import annotations
 
-import logging
 import types
 
 import torch
 from torch import nn
 
-log = logging.getLogger(__name__)
+from mmtune.models.patching import transformers_forward_class
 
 # transformers classes whose forward is exactly the Llama RMSNorm / `down(act(gate(x)) * up(x))`
 # (checked against each class's own forward by the tests); Gemma's (1 + weight) and OLMo 2's
@@ -95,14 +94,6 @@ def _mlp_forward(self, x):
     return self.down_proj(silu_mul(self.gate_proj(x), self.up_proj(x)))
 
 
-def _owner_name(module) -> str | None:
-    """Name of the transformers class that defines `module`'s forward (None if not transformers')."""
-    for cls in type(module).__mro__:
-        if "forward" in cls.__dict__:
-            return cls.__name__ if cls.__module__.startswith("transformers.") else None
-    return None
-
-
 def _is_silu(act) -> bool:
     return isinstance(act, nn.SiLU) or (type(act).__name__ == "SiLUActivation"
                                         and type(act).__module__.startswith("transformers."))
@@ -113,7 +104,7 @@ def use_fused_layers(model) -> tuple[int, int]:
     the fused forward; returns (norms, MLPs) changed."""
     norms = mlps = 0
     for module in model.modules():
-        name = _owner_name(module)
+        name = transformers_forward_class(module)
         if name in RMS_NORM_CLASSES and isinstance(getattr(module, "weight", None), torch.Tensor) \
                 and hasattr(module, "variance_epsilon"):
             module.forward = types.MethodType(_norm_forward, module)

@@ -153,13 +153,16 @@ def run_training(recipe, work_dir: str | Path, *, resume: str | None = None, dee
         model = apply_method(model, recipe.method, gradient_checkpointing=recipe.train.gradient_checkpointing)
     if rows.pack:  # sdpa -> per-sample attention over the flat row (eager and flash stay as they are)
         log.info("packed rows: attention %s", use_packed_attention(model))
+    # the forward replacements below need whole weights: under ZeRO-3 / FSDP a weight is whole only
+    # while the module's own hooks have gathered it
+    sharded = launch.params_sharded(args)
     if recipe.train.chunked_loss:
-        if launch.params_sharded(args):  # the head's weight is whole only inside its own forward
+        if sharded:
             log.info("chunked loss off: the lm_head weight is sharded (ZeRO-3 / FSDP)")
         elif use_chunked_loss(model):
             log.info("loss: chunked cross-entropy (no full-vocabulary logits)")
     if recipe.train.fused_layers:
-        if launch.params_sharded(args):  # a norm's weight is whole only while ZeRO-3 / FSDP hooks gather it
+        if sharded:
             log.info("fused layers off: parameters are sharded (ZeRO-3 / FSDP)")
         else:
             norms, mlps = use_fused_layers(model)
