@@ -20,9 +20,10 @@ public interfaces instead:
 Samples run one SDPA call each rather than gathered into padded batches of similar lengths: on CPU
 the loop's overhead was within the noise and the padded batches only added gather/scatter copies
 (bench/packed_attention.py). Splitting long samples into query chunks to skip the masked half did
-not pay either (torch's CPU kernel is as fast with is_causal as with the extra masks). On GPU,
-prefer `flash_attention_2` / `flash_attention_3`: transformers' varlen path takes the same
-collator output.
+not pay either (torch's CPU kernel is as fast with is_causal as with the extra masks). On CUDA in
+bf16/fp16 the row goes through torch's variable-length flash kernel in one launch instead
+(`mmtune/models/varlen_attention.py`, checked against this loop once per process).
+`flash_attention_2` / `flash_attention_3` (the flash-attn packages) take the same collator output.
 
 `use_packed_attention(model)` switches a model's language model from `sdpa` to this
 implementation; `mmtune train` calls it for packed data (`pack_to_max_length: true`). `eager`
@@ -34,6 +35,8 @@ from __future__ import annotations
 import logging
 
 import torch
+
+from mmtune.models import varlen_attention
 
 log = logging.getLogger(__name__)
 
@@ -121,11 +124,19 @@ def packed_sdpa_attention_forward(module, query, key, value, attention_mask, dro
     # split, not slices: its backward is one cat per tensor instead of a zero-filled full-size
     # gradient per sample and tensor
     lengths = [n for _, n in spans]
-    outs = [
-        torch.nn.functional.scaled_dot_product_attention(q, k, v, dropout_p=dropout, scale=scaling, is_causal=True, **extra)
-        for q, k, v in zip(query.split(lengths, dim=2), key.split(lengths, dim=2), value.split(lengths, dim=2))
-    ]
-    return torch.cat(outs, dim=2).transpose(1, 2).contiguous(), None
+
+    def per_sample():
+        outs = [
+            torch.nn.functional.scaled_dot_product_attention(q, k, v, dropout_p=dropout, scale=scaling, is_causal=True, **extra)
+            for q, k, v in zip(query.split(lengths, dim=2), key.split(lengths, dim=2), value.split(lengths, dim=2))
+        ]
+        return torch.cat(outs, dim=2).transpose(1, 2).contiguous()
+
+    if varlen_attention.usable(query, dropout):  # CUDA: one flash launch for the whole row
+        out = varlen_attention.try_varlen(query, key, value, spans, scaling, groups, per_sample)
+        if out is not None:
+            return out, None
+    return per_sample(), None
 
 
 def register() -> str:

@@ -1,0 +1,123 @@
+"""Packed rows through torch's variable-length flash kernel (`torch.nn.attention.varlen`), on CUDA.
+
+`mmtune_packed_sdpa` runs one SDPA call per sample of a packed row. On a GPU that is one small kernel
+per sample and layer (a 4k row of ~250-token samples: 16 launches per layer and direction);
+`varlen_attn` does the whole row in one flash-attention launch from the sample boundaries
+(`cu_seq`), with the same result: causal attention inside each sample, none across.
+
+It is used only where it can run: CUDA tensors in bf16/fp16, no dropout, a head size flash takes,
+and a torch that has the module (2.9+; the keywords changed between releases, so they are read
+from its signature). The first use in a process is checked against the per-sample SDPA result on
+that layer's inputs; an error or a mismatch logs one warning and the process keeps the per-sample
+path. So a torch build or GPU without the kernel costs one warning, never a wrong result.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+
+import torch
+
+log = logging.getLogger(__name__)
+
+# None: not tried yet in this process; True / False: the kernel passed / failed its first check
+_verified: bool | None = None
+_kernel = None  # varlen_attn, once imported
+_keywords: frozenset = frozenset()  # its keyword parameters
+# (spans, device) -> (cu_seq int32 tensor, longest sample): every layer of a forward shares the spans
+_cu_cache: tuple = (None, None, None, 0)
+TOLERANCE = 2e-2  # bf16 flash vs bf16 SDPA: both round to bf16; a wrong mask differs by O(1)
+
+
+def kernel():
+    """torch.nn.attention.varlen.varlen_attn, or None when this torch has no such module."""
+    global _kernel, _keywords
+    if _kernel is None:
+        try:
+            from torch.nn.attention.varlen import varlen_attn
+        except ImportError:
+            return None
+        _kernel, _keywords = varlen_attn, frozenset(inspect.signature(varlen_attn).parameters)
+    return _kernel
+
+
+def usable(query: torch.Tensor, dropout: float) -> bool:
+    """Whether the varlen kernel may run these inputs (before its one-time check)."""
+    return (
+        _verified is not False
+        and query.is_cuda
+        and query.dtype in (torch.bfloat16, torch.float16)
+        and dropout == 0.0
+        and query.shape[-1] <= 256
+        and query.shape[-1] % 8 == 0
+        and kernel() is not None
+    )
+
+
+def boundaries(spans: list[tuple[int, int]], device) -> tuple[torch.Tensor, int]:
+    """(cu_seq as int32 on `device`, longest sample) for the spans of a row, cached per forward."""
+    global _cu_cache
+    cached_spans, cached_device, cu, longest = _cu_cache
+    if cached_spans is spans and cached_device == device:
+        return cu, longest
+    starts = [start for start, _ in spans] + [spans[-1][0] + spans[-1][1]]
+    cu = torch.tensor(starts, dtype=torch.int32).to(device, non_blocking=True)
+    longest = max(n for _, n in spans)
+    _cu_cache = (spans, device, cu, longest)
+    return cu, longest
+
+
+def varlen_forward(query, key, value, spans, scaling: float | None, groups: int) -> torch.Tensor:
+    """(1, H, T, D) query and (1, Hkv, T, D) key/value in, (1, T, H, D) out (transformers' layout)."""
+    run = kernel()
+    q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))  # (T, H, D)
+    extra = {}
+    if groups > 1:
+        if "enable_gqa" in _keywords:
+            extra["enable_gqa"] = True
+        else:  # older releases want as many key/value heads as query heads
+            k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+    if "window_size" in _keywords:
+        extra["window_size"] = (-1, 0)  # (-1, 0): causal
+    else:
+        extra["is_causal"] = True
+    if scaling is not None and "scale" in _keywords:
+        extra["scale"] = scaling
+    elif scaling is not None and abs(scaling * q.shape[-1] ** 0.5 - 1) > 1e-6:  # no `scale` (torch 2.9)
+        q = q * (scaling * q.shape[-1] ** 0.5)  # the kernel's own scale is 1/sqrt(D)
+    cu, longest = boundaries(spans, query.device)
+    out = run(q, k, v, cu, cu, longest, longest, **extra)
+    return out.unsqueeze(0)
+
+
+def try_varlen(query, key, value, spans, scaling, groups, reference) -> torch.Tensor | None:
+    """The varlen result, or None where the per-sample path must run. `reference()` computes the
+    per-sample SDPA output: called once per process, to check the kernel before trusting it."""
+    global _verified
+    if _verified:
+        return varlen_forward(query, key, value, spans, scaling, groups)
+    try:
+        out = varlen_forward(query, key, value, spans, scaling, groups)
+        with torch.no_grad():
+            expected = reference()
+            error = ((out.float() - expected.float()).norm() / expected.float().norm().clamp_min(1e-6)).item()
+    except Exception as exc:  # a torch or GPU without the kernel: keep the per-sample path
+        _verified = False
+        log.warning("packed attention: torch's varlen kernel failed (%s: %s); using one SDPA call per sample",
+                    type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+        return None
+    if not error < TOLERANCE:
+        _verified = False
+        log.warning("packed attention: torch's varlen kernel differs from SDPA by %.3g (relative); using one "
+                    "SDPA call per sample", error)
+        return None
+    _verified = True
+    log.info("packed attention: torch's varlen flash kernel (checked against SDPA: relative difference %.2g)", error)
+    return out
+
+
+def reset() -> None:
+    """Forget the check (tests)."""
+    global _verified, _kernel, _keywords, _cu_cache
+    _verified, _kernel, _keywords, _cu_cache = None, None, frozenset(), (None, None, None, 0)
