@@ -81,6 +81,9 @@ class ReadableLogCallback(TrainerCallback):
         for key in ("loss", "learning_rate", "grad_norm", "train_loss"):
             if key in logs:
                 fields.append(f"{key} {logs[key]:.4g}")
+        for key, name in (("peak_gpu_mem_gib", "peak GPU mem"), ("peak_rss_gib", "peak RSS")):
+            if key in logs and len(fields) > 1:
+                fields.append(f"{name} {logs[key]:.2f} GiB")
         if len(fields) > 1:
             log.info("  ".join(fields))
 

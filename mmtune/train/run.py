@@ -216,6 +216,7 @@ def run_training(recipe, work_dir: str | Path, *, resume: str | None = None, dee
     trainer.add_callback(cb.QuietProgressCallback())
     samples_before = len(_read_samples(work_dir))
     trainer.train(resume_from_checkpoint=resume_from)
+    log.info("peak memory: %s", describe_peak_memory())
 
     final_dir = work_dir / "final"
     if vlm is not None:
@@ -228,6 +229,20 @@ def run_training(recipe, work_dir: str | Path, *, resume: str | None = None, dee
     cb.write_meta(final_dir, meta)
     log.info("final model saved to %s; loss curve %s", final_dir, work_dir / "loss.png")
     return TrainResult(work_dir, final_dir, stats, trainer.state.log_history, _read_samples(work_dir)[samples_before:])
+
+
+def describe_peak_memory() -> str:
+    """This process's peak memory in words: GPU (allocated by tensors, and reserved by torch's
+    caching allocator, which is what nvidia-smi shows less the CUDA context) or host RSS."""
+    import torch
+
+    from mmtune.train.trainer import peak_memory
+
+    peak = peak_memory()
+    if "peak_gpu_mem_gib" in peak:
+        return (f"GPU {peak['peak_gpu_mem_gib']:.2f} GiB allocated, "
+                f"{torch.cuda.max_memory_reserved() / 2**30:.2f} GiB reserved (this process)")
+    return f"RSS {peak['peak_rss_gib']:.2f} GiB (this process)"
 
 
 def vlm_sample_inputs(recipe, vlm) -> dict:

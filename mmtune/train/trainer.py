@@ -1,15 +1,30 @@
 """The transformers Trainer with the few things mmtune changes.
 
-Only the training sampler for now: a shuffle whose order is a pure function of (seed, epoch), so a
-run resumed from a checkpoint sees exactly the batches the uninterrupted run would have seen
-(torch's RandomSampler draws from the global RNG, whose state at an epoch start is not restored);
-with `shuffle=False` (the recipe's `data.shuffle: false`) rows come in order, every epoch.
+- The training sampler: a shuffle whose order is a pure function of (seed, epoch), so a run resumed
+  from a checkpoint sees exactly the batches the uninterrupted run would have seen (torch's
+  RandomSampler draws from the global RNG, whose state at an epoch start is not restored); with
+  `shuffle=False` (the recipe's `data.shuffle: false`) rows come in order, every epoch.
+- Peak memory in every training log entry (as XTuner's logs show it): `peak_gpu_mem_gib`, the
+  most CUDA memory this process's tensors took so far (`torch.cuda.max_memory_allocated`), or on
+  CPU `peak_rss_gib`, the process's peak resident memory. It reaches train.log, TensorBoard and
+  trainer_state.json with the loss.
 """
 
 from __future__ import annotations
 
+import resource
+import sys
+
 import torch
 from transformers import Trainer
+
+
+def peak_memory() -> dict[str, float]:
+    """{"peak_gpu_mem_gib": ...} once CUDA is in use in this process, else {"peak_rss_gib": ...}."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        return {"peak_gpu_mem_gib": round(torch.cuda.max_memory_allocated() / 2**30, 3)}
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return {"peak_rss_gib": round(maxrss / (2**30 if sys.platform == "darwin" else 2**20), 3)}
 
 
 class EpochShuffleSampler(torch.utils.data.Sampler):
@@ -33,6 +48,11 @@ class MmtuneTrainer(Trainer):
     def __init__(self, *args, shuffle: bool = True, **kwargs):
         self.shuffle = shuffle
         super().__init__(*args, **kwargs)
+
+    def log(self, logs: dict, *args, **kwargs) -> None:
+        if "loss" in logs or "train_runtime" in logs:  # training entries, not eval ones
+            logs = {**logs, **peak_memory()}
+        super().log(logs, *args, **kwargs)
 
     def _get_train_sampler(self, train_dataset=None):
         dataset = train_dataset if train_dataset is not None else self.train_dataset

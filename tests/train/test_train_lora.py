@@ -26,6 +26,14 @@ def test_lora_run_writes_logs_plots_and_checkpoints():
     log = (work / "train.log").read_text()
     assert "[sample @ step 50]" in log and f"Q: {QUESTION}" in log
     assert "step 150/150" in log
+    # peak memory with every training log entry (CPU: the process's peak RSS), eval entries without
+    entries = [h for h in result.log_history if "loss" in h or "train_runtime" in h]
+    assert entries and all(h.get("peak_rss_gib", 0) > 0.1 for h in entries), entries[-1]
+    assert all("peak_gpu_mem_gib" not in h for h in result.log_history)
+    rss = [h["peak_rss_gib"] for h in entries]
+    assert rss == sorted(rss)  # a peak never goes down
+    assert f"peak RSS {entries[-1]['peak_rss_gib']:.2f} GiB" in log
+    assert "peak memory: RSS " in log
     # checkpoints every 50 steps, each with what resume and export need
     ckpt = work / "checkpoint-150"
     for name in ("adapter_model.safetensors", "adapter_config.json", "optimizer.pt", "trainer_state.json", "mmtune_meta.json"):

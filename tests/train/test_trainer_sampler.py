@@ -18,3 +18,16 @@ def test_rows_shuffled_by_default_and_in_order_with_shuffle_off(tiny_qwen2_dir, 
     assert sorted(first) == list(range(20)) and first != list(range(20))
     shuffled.set_epoch(1)
     assert list(shuffled) != first  # a new order each epoch
+
+
+def test_peak_memory_reports_the_gpu_once_cuda_is_in_use(monkeypatch):
+    import torch
+
+    from mmtune.train.trainer import peak_memory
+
+    cpu = peak_memory()
+    assert list(cpu) == ["peak_rss_gib"] and cpu["peak_rss_gib"] > 0.05  # this test process holds torch
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: 3 * 2**30 + 2**29)
+    assert peak_memory() == {"peak_gpu_mem_gib": 3.5}
