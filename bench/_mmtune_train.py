@@ -25,6 +25,7 @@ MFU (only when the run is on CUDA and --peak-tflops is given) counts model FLOPs
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -116,8 +117,27 @@ def make_callbacks(save_checkpoints: bool):
             control.should_save = False
             return control
 
+    class SteadyTimer(TrainerCallback):
+        """Times the optimizer steps after the first `skip` (CUDA: start-up, kernel selection and the
+        allocator's growth stay out), synchronizing the device at both ends."""
+
+        def __init__(self, skip: int = 10):
+            self.skip, self.t = skip, {}
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step in (self.skip, state.max_steps):
+                import torch
+
+                if torch.cuda.is_available() and torch.cuda.is_initialized():
+                    torch.cuda.synchronize()
+                self.t[state.global_step] = time.perf_counter()
+
+        def seconds(self, last_step: int) -> float | None:
+            return self.t[last_step] - self.t[self.skip] if self.skip in self.t and last_step in self.t else None
+
     counter = TokenCounter()
-    return counter, [counter] + ([] if save_checkpoints else [NoCheckpointSave()])
+    counter.timer = SteadyTimer()
+    return counter, [counter, counter.timer] + ([] if save_checkpoints else [NoCheckpointSave()])
 
 
 def model_flops(info: dict, real_tokens: int, sum_len_sq: int, method: str) -> float:
@@ -151,8 +171,10 @@ def worker(name: str, assets: str, steps: int, device: str, peak_tflops: float |
 
     t_start = time.time()
     method, pack, chunked, fused = VARIANTS[name]
-    recipe = validate_recipe(recipe_dict(assets, method, pack, steps, device, chunked_loss=chunked, fused_layers=fused),
-                             where=f"bench {name}")
+    data = recipe_dict(assets, method, pack, steps, device, chunked_loss=chunked, fused_layers=fused)
+    for section, values in json.loads(os.environ.get("BENCH_RECIPE", "{}")).items():  # bench/gpu/speed.py
+        data[section] = {**data.get(section, {}), **values}
+    recipe = validate_recipe(data, where=f"bench {name}")
     timing = {"encode_s": 0.0, "pack_s": 0.0}
     encode_once, train_rows = launch.encode_once, run.TrainRows
 
@@ -206,4 +228,14 @@ def worker(name: str, assets: str, steps: int, device: str, peak_tflops: float |
         out["achieved_tflops"] = round(flops / rt / 1e12, 3)
         out["mfu"] = round(flops / rt / (peak_tflops * 1e12), 4) if peak_tflops else None
         out["cuda_peak_mem_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+        out["cuda_peak_reserved_mb"] = round(torch.cuda.max_memory_reserved() / 2**20, 1)
+        steady_s = counter.timer.seconds(counter.info["global_step"])
+        if steady_s:  # the steps after the first `skip`: their micro-batches only
+            ga = counter.info["micro_steps"] // counter.info["global_step"]
+            later = batches[counter.timer.skip * ga:]
+            s_real, s_sq = sum(b[0] for b in later), sum(b[2] for b in later)
+            s_flops = model_flops(counter.info, s_real, s_sq, method)
+            out["steady_steps"] = counter.info["global_step"] - counter.timer.skip
+            out["steady_real_tok_s"] = round(s_real / steady_s, 1)
+            out["steady_mfu"] = round(s_flops / steady_s / (peak_tflops * 1e12), 4) if peak_tflops else None
     emit(out)
