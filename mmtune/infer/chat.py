@@ -12,7 +12,7 @@ from mmtune.infer.engine import GenerationSettings, stream_reply
 from mmtune.infer.load import LoadedModel
 
 HELP = "Type a message. `clear` starts a new conversation, `exit` quits."
-VISION_HELP = "`/image PATH [PATH ...]` starts a new conversation about other images."
+VISION_HELP = "`/image PATH [PATH ...]` starts a new conversation about other images (quote paths with spaces)."
 
 
 def with_image_placeholders(history: list[Message], question: str, images: list) -> str:
@@ -47,6 +47,16 @@ def switch_images(loaded: LoadedModel, paths: list[str]) -> list:
     return [open_image(path, f"/image {path}") for path in paths]
 
 
+def image_paths(text: str) -> list[str]:
+    """The paths after `/image`, split like a shell line: quote a path with spaces."""
+    import shlex
+
+    try:
+        return shlex.split(text)
+    except ValueError as e:  # an unclosed quote
+        raise MmtuneError(f"/image: {e} in {text!r}") from None
+
+
 def chat_loop(loaded: LoadedModel, settings: GenerationSettings, *, system: str | None = None, images: list | None = None,
               stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> None:
     images = list(images or [])
@@ -76,9 +86,10 @@ def chat_loop(loaded: LoadedModel, settings: GenerationSettings, *, system: str 
             history = fresh()
             write("(conversation cleared)\n")
             continue
-        if question.startswith("/image"):
+        head, _, rest = question.partition(" ")
+        if head == "/image":  # a word of its own: "/images of cats" is a question
             try:
-                images = switch_images(loaded, question.split()[1:])
+                images = switch_images(loaded, image_paths(rest))
             except MmtuneError as e:
                 write(f"error: {e}\n")
                 continue

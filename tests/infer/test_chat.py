@@ -54,6 +54,24 @@ def test_text_model_refuses_image_command(adapter_dir):
     assert "error: this is a text-only model" in out and "Assistant:" not in out
 
 
+def test_image_command_is_a_word_and_takes_quoted_paths():
+    from mmtune.infer.chat import image_paths
+
+    assert image_paths("a.png 'my photos/b c.png'") == ["a.png", "my photos/b c.png"]
+    assert image_paths("") == []
+    with pytest.raises(MmtuneError, match="No closing quotation"):
+        image_paths("'a.png")
+
+
+def test_slash_words_that_are_not_commands_are_questions(adapter_dir):
+    recipe, adapter = adapter_dir
+    loaded = load_for_inference(recipe.model.path, adapter=str(adapter), device="cpu")
+    stdout = io.StringIO()
+    chat_loop(loaded, GenerationSettings(max_new_tokens=4), stdin=io.StringIO("/images of cats?\n/exit\n"), stdout=stdout)
+    out = stdout.getvalue()
+    assert "error:" not in out and out.count("Assistant:") == 1  # asked, not taken for /image
+
+
 def test_template_mismatch_warns(adapter_dir, caplog):
     recipe, adapter = adapter_dir
     with caplog.at_level(logging.WARNING):
