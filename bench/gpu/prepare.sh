@@ -21,7 +21,8 @@ PLAT=(--only-binary=:all: --python-version 3.12 --implementation cp --platform m
       --platform manylinux_2_27_x86_64 --platform manylinux_2_24_x86_64 --platform manylinux_2_17_x86_64
       --platform manylinux2014_x86_64 --platform manylinux1_x86_64)
 CORE=(transformers==5.23.0 peft==0.21.2 datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19 pydantic==2.14.3
-      pydantic-core==2.50.4 annotated-types==0.8.0 typing-inspection==0.4.5 hjson==3.1.0 liger-kernel==0.8.5)
+      pydantic-core==2.50.4 annotated-types==0.8.0 typing-inspection==0.4.5 hjson==3.1.0 liger-kernel==0.8.5
+      regex==2026.11.15)  # regex: transformers checks regex>=2025.10.22 at import; the image's is unknown
 
 rm -rf .gpu/whl .gpu/whl_extra .gpu/whl_lf .gpu/peer && mkdir -p .gpu/whl .gpu/whl_extra .gpu/whl_lf .gpu/peer .gpu/tmp
 for req in "${CORE[@]}"; do
@@ -47,7 +48,7 @@ with zipfile.ZipFile(src) as zin, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED
 print(f"bitsandbytes: {src.stat().st_size >> 20} MiB -> {out.stat().st_size >> 20} MiB (CUDA 13 and CPU libraries)")
 PYEOF
 rm -rf .gpu/tmp
-grep -v '^\s*#' bench/gpu/lf_requirements.txt | grep -v '^\s*$' | while read -r req; do
+sed 's/[[:space:]]*#.*//' bench/gpu/lf_requirements.txt | grep -v '^[[:space:]]*$' | while read -r req; do
   "$PY" -m pip download -q --no-deps "${PLAT[@]}" -d .gpu/whl_lf "$req"
 done
 
