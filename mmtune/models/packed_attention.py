@@ -103,23 +103,26 @@ def packed_sdpa_attention_forward(module, query, key, value, attention_mask, dro
 
     spans = None
     causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
-    if (
+    one_row = (
         attention_mask is None
         and causal
         and query.shape[0] == 1
         and query.shape[2] == key.shape[2] > 1
         and kwargs.get("position_bias") is None
         and kwargs.get("cache") is None
-    ):
-        spans = sample_spans(query.shape[2], kwargs.get("cu_seq_lens_q"), kwargs.get("position_ids"))
+    )
+    groups = getattr(module, "num_key_value_groups", 1)
+    cu, longest = kwargs.get("cu_seq_lens_q"), kwargs.get("max_length_q")
+    if one_row and varlen_attention.ready(query, dropout, cu, longest):
+        # the kernel passed its check: the collator's boundaries go straight to it (no host sync)
+        _check_window(kwargs.get("sliding_window"), longest)
+        return varlen_attention.varlen_forward(query, key, value, cu, longest, scaling, groups), None
+    if one_row:
+        spans = sample_spans(query.shape[2], cu, kwargs.get("position_ids"))
     if spans is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
                                       scaling=scaling, is_causal=is_causal, **kwargs)
-    window = kwargs.get("sliding_window")
-    if window is not None and max(n for _, n in spans) > window:
-        raise ValueError(f"{PACKED_SDPA} has no sliding window: a packed sample is longer than the "
-                         f"model's window of {window} tokens; use attn_implementation: eager or flash_attention_2")
-    groups = getattr(module, "num_key_value_groups", 1)
+    _check_window(kwargs.get("sliding_window"), max(n for _, n in spans))
     extra = {"enable_gqa": True} if groups > 1 else {}
     # split, not slices: its backward is one cat per tensor instead of a zero-filled full-size
     # gradient per sample and tensor
@@ -137,6 +140,12 @@ def packed_sdpa_attention_forward(module, query, key, value, attention_mask, dro
         if out is not None:
             return out, None
     return per_sample(), None
+
+
+def _check_window(window: int | None, longest: int) -> None:
+    if window is not None and longest > window:
+        raise ValueError(f"{PACKED_SDPA} has no sliding window: a packed sample is longer than the "
+                         f"model's window of {window} tokens; use attn_implementation: eager or flash_attention_2")
 
 
 def register() -> str:

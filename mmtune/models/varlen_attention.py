@@ -3,7 +3,9 @@
 `mmtune_packed_sdpa` runs one SDPA call per sample of a packed row. On a GPU that is one small kernel
 per sample and layer (a 4k row of ~250-token samples: 16 launches per layer and direction);
 `varlen_attn` does the whole row in one flash-attention launch from the sample boundaries
-(`cu_seq`), with the same result: causal attention inside each sample, none across.
+(`cu_seq`), with the same result: causal attention inside each sample, none across. Once the
+kernel has passed its check, the collator's `cu_seq_lens_q` (already on the GPU) goes to it as is,
+so a packed step reads nothing back to the host for attention.
 
 It is used only where it can run: CUDA tensors in bf16/fp16, no dropout, a head size flash takes,
 and a torch that has the module (2.9+; the keywords changed between releases, so they are read
@@ -55,6 +57,20 @@ def usable(query: torch.Tensor, dropout: float) -> bool:
     )
 
 
+def ready(query: torch.Tensor, dropout: float, cu_seq_lens, max_length) -> bool:
+    """Whether the kernel, already checked in this process, can take the collator's own boundaries
+    (`cu_seq_lens_q` on the query's device, `max_length_q` an int): then nothing is read back to
+    the host for the row."""
+    return (
+        _verified is True
+        and usable(query, dropout)
+        and torch.is_tensor(cu_seq_lens)
+        and cu_seq_lens.device == query.device
+        and cu_seq_lens.dtype == torch.int32
+        and isinstance(max_length, int)
+    )
+
+
 def boundaries(spans: list[tuple[int, int]], device) -> tuple[torch.Tensor, int]:
     """(cu_seq as int32 on `device`, longest sample) for the spans of a row, cached per forward."""
     global _cu_cache
@@ -68,8 +84,9 @@ def boundaries(spans: list[tuple[int, int]], device) -> tuple[torch.Tensor, int]
     return cu, longest
 
 
-def varlen_forward(query, key, value, spans, scaling: float | None, groups: int) -> torch.Tensor:
-    """(1, H, T, D) query and (1, Hkv, T, D) key/value in, (1, T, H, D) out (transformers' layout)."""
+def varlen_forward(query, key, value, cu: torch.Tensor, longest: int, scaling: float | None, groups: int) -> torch.Tensor:
+    """(1, H, T, D) query and (1, Hkv, T, D) key/value in, (1, T, H, D) out (transformers' layout);
+    `cu`: int32 sample starts and the row's end on the query's device, `longest`: the longest sample."""
     run = kernel()
     q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))  # (T, H, D)
     extra = {}
@@ -86,7 +103,6 @@ def varlen_forward(query, key, value, spans, scaling: float | None, groups: int)
         extra["scale"] = scaling
     elif scaling is not None and abs(scaling * q.shape[-1] ** 0.5 - 1) > 1e-6:  # no `scale` (torch 2.9)
         q = q * (scaling * q.shape[-1] ** 0.5)  # the kernel's own scale is 1/sqrt(D)
-    cu, longest = boundaries(spans, query.device)
     out = run(q, k, v, cu, cu, longest, longest, **extra)
     return out.unsqueeze(0)
 
@@ -95,10 +111,11 @@ def try_varlen(query, key, value, spans, scaling, groups, reference) -> torch.Te
     """The varlen result, or None where the per-sample path must run. `reference()` computes the
     per-sample SDPA output: called once per process, to check the kernel before trusting it."""
     global _verified
+    cu, longest = boundaries(spans, query.device)
     if _verified:
-        return varlen_forward(query, key, value, spans, scaling, groups)
+        return varlen_forward(query, key, value, cu, longest, scaling, groups)
     try:
-        out = varlen_forward(query, key, value, spans, scaling, groups)
+        out = varlen_forward(query, key, value, cu, longest, scaling, groups)
         with torch.no_grad():
             expected = reference()
             error = ((out.float() - expected.float()).norm() / expected.float().norm().clamp_min(1e-6)).item()

@@ -135,6 +135,27 @@ def test_varlen_gives_the_per_sample_result(stand_in, packed_model, per_sample, 
         assert torch.allclose(grads[name], ref_grads[name], rtol=1e-4, atol=1e-6), name
 
 
+def test_once_checked_the_collator_boundaries_go_to_the_kernel_without_a_host_sync(stand_in, packed_model, per_sample,
+                                                                                     monkeypatch):
+    from mmtune.models import packed_attention
+
+    calls = stand_in(new_api)
+    loss_and_grads(packed_model)  # the first forward checks the kernel (spans read on the host once)
+    assert varlen_attention._verified is True
+    read_back = []
+    real_spans = packed_attention.sample_spans
+    monkeypatch.setattr(packed_attention, "sample_spans", lambda *a: read_back.append(a) or real_spans(*a))
+    seen = []
+    kernel = varlen_attention._kernel
+    monkeypatch.setattr(varlen_attention, "kernel", lambda: lambda *a, **kw: seen.append(a[3]) or kernel(*a, **kw))
+    b = batch()
+    logits = packed_model(**b, use_cache=False).logits.detach()
+    assert read_back == []  # no boundaries read back from the device
+    assert len(seen) == packed_model.config.num_hidden_layers and all(cu is b["cu_seq_lens_q"] for cu in seen)
+    assert torch.allclose(logits, per_sample[0], atol=1e-5)
+    assert len(calls) == packed_model.config.num_hidden_layers * 2
+
+
 def test_a_wrong_kernel_is_caught_once_and_the_per_sample_path_stays(stand_in, packed_model, per_sample, caplog):
     calls = stand_in(not_causal)  # sees later tokens of its sample: must not be trusted
     with caplog.at_level(logging.WARNING, logger="mmtune.models.varlen_attention"):
@@ -164,7 +185,7 @@ def test_a_model_scale_reaches_the_kernel(stand_in, api, scaling):
     q = torch.randn(1, 4, 30, 16, generator=g)
     k, v = torch.randn(2, 1, 2, 30, 16, generator=g)
     spans = [(0, 10), (10, 20)]
-    out = varlen_attention.varlen_forward(q, k, v, spans, scaling, groups=2)
+    out = varlen_attention.varlen_forward(q, k, v, torch.tensor([0, 10, 30], dtype=torch.int32), 20, scaling, groups=2)
     ref = torch.cat([torch.nn.functional.scaled_dot_product_attention(
         q[:, :, s:s + n], k[:, :, s:s + n], v[:, :, s:s + n], is_causal=True, scale=scaling, enable_gqa=True)
         for s, n in spans], dim=2).transpose(1, 2)
@@ -195,7 +216,8 @@ def test_real_kernel_on_cuda_matches_per_sample_sdpa(caplog):
     q = torch.randn(1, 8, 300, 64, device="cuda", dtype=torch.bfloat16)
     k, v = torch.randn(2, 1, 2, 300, 64, device="cuda", dtype=torch.bfloat16)
     spans = [(0, 120), (120, 100), (220, 80)]
-    out = varlen_attention.varlen_forward(q, k, v, spans, None, groups=4)
+    cu = torch.tensor([0, 120, 220, 300], dtype=torch.int32, device="cuda")
+    out = varlen_attention.varlen_forward(q, k, v, cu, 120, None, groups=4)
     ref = torch.cat([torch.nn.functional.scaled_dot_product_attention(
         q[:, :, s:s + n].float(), k[:, :, s:s + n].float(), v[:, :, s:s + n].float(), is_causal=True, enable_gqa=True)
         for s, n in spans], dim=2).transpose(1, 2)
