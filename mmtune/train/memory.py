@@ -18,13 +18,14 @@ optimizer    Ψt·k. Plain Trainer: AdamW keeps 2 states in the parameters' dtyp
              AdamW k = 2; SGD k = 0). DeepSpeed and FSDP keep fp32 master weights and fp32 states
              under bf16/fp16 (k = 12 for AdamW, the ZeRO paper's K) and k = 8 under fp32.
              ZeRO-1/2/3, FSDP: /N. Offload: 0.
-activations  per decoder layer, micro-batch b, sequence s, hidden h, heads a (Korthikanti et al.
-             2022, "Reducing Activation Recomputation in Large Transformer Models"):
-             s·b·h·(34 + 5·a·s/h)·c/2 bytes; the 5·a·s/h term (the s×s attention scores) only
-             with eager attention — sdpa/flash attention keep no score matrix. With gradient
-             checkpointing each layer keeps its input, 2·s·b·h·c/2, plus one layer is recomputed.
-             `train.fused_layers` keeps somewhat less (one h- and one intermediate-size tensor per
-             token and layer); the formula does not subtract it, so it errs high there.
+activations  per decoder layer and token, what autograd saves in a Llama-style layer (RMSNorm,
+             attention, SwiGLU MLP), term by term in `decoder_layer_bytes`: for Qwen2-0.5B in bf16,
+             full fine-tune, sdpa: 20h + 8i + 4kv + 4a + 8 bytes (57 KiB; 40 KiB with
+             `train.fused_layers`), counted on transformers' modules (tests). Eager attention adds
+             the s×s scores. Times s·b tokens and the layers. With gradient checkpointing each layer
+             keeps its input, s·b·h·c, plus one layer is recomputed. (The often-quoted
+             s·b·h·34 bytes of Korthikanti et al. 2022 is for GPT blocks with a 4h MLP and dropout;
+             for SwiGLU models it is about half the real figure. It stays for the vision encoder.)
 logits       s·b·V·(c + 8): the logits, their fp32 copy for the loss and the fp32 log-softmax kept
              for backward. With `train.chunked_loss` (the default; not under ZeRO-3 / FSDP) only one
              chunk of r = min(s·b, 2^25/V) tokens has logits at a time: r·V·(4 + c) for the chunk and
@@ -71,6 +72,8 @@ class ModelSize:
     num_layers: int
     num_heads: int
     vocab_size: int
+    intermediate_size: int = 0  # the MLP's inner width (0: unknown, taken as 4 x hidden)
+    kv_size: int = 0  # key/value width: key-value heads x head size (0: unknown, taken as hidden)
     lora_params: int = 0  # trainable parameters of the recipe's LoRA
     vision_params: int = 0  # vision encoder (0: text-only model)
     projector_params: int = 0
@@ -104,6 +107,8 @@ class Setup:
     trainable: tuple[str, ...] | None = None  # VLM parts the recipe trains, when it names them
     comm_bucket_elements: int = 0  # DeepSpeed buckets (see deepspeed_setup)
     chunked_loss: bool = False  # train.chunked_loss (activation_bytes ignores it under ZeRO-3 / FSDP)
+    fused_layers: bool = False  # train.fused_layers (off under ZeRO-3 / FSDP, as in training)
+    lora_rank: int = 16
 
     @property
     def deepspeed(self) -> bool:
@@ -180,10 +185,14 @@ def count_model(config, lora=None, *, name: str = "model", trust_remote_code: bo
     layer_params = max((sum(p.numel() for p in layer.parameters()) for layer in layers), default=0)
     text = _text_config(config)
     lora_params = _count_lora(model, lora) if lora is not None else 0
+    heads = text.num_attention_heads
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
+    kv_heads = getattr(text, "num_key_value_heads", None) or heads
     return ModelSize(
         name=name, params=params, quantizable_params=quantizable, embedding_params=embedding,
         layer_params=layer_params, hidden_size=text.hidden_size, num_layers=text.num_hidden_layers,
-        num_heads=text.num_attention_heads, vocab_size=text.vocab_size, lora_params=lora_params,
+        num_heads=heads, vocab_size=text.vocab_size, intermediate_size=getattr(text, "intermediate_size", 0) or 0,
+        kv_size=kv_heads * head_dim, lora_params=lora_params,
     )
 
 
@@ -321,8 +330,9 @@ def estimate(size: ModelSize, setup: Setup) -> Estimate:
         if setup.deepspeed or setup.fsdp:  # ZeRO-Offload / FSDP offload keep gradient partitions in CPU RAM
             grads = 0.0
 
+    llm_weights = "full" if "llm" in parts else "lora" if "llm.lora" in parts else "frozen"
     acts, logits, vision_acts = activation_bytes(size, setup, vision_trainable="vision" in parts or "vision.lora" in parts,
-                                                head_trains="llm" in parts)
+                                                head_trains="llm" in parts, llm_weights=llm_weights)
     overhead = CUDA_OVERHEAD + 2 * setup.comm_bucket_elements
     return Estimate(setup, {"weights": weights + working_set, "gradients": grads, "optimizer": optim,
                             "activations": acts, "logits": logits, "vision activations": vision_acts,
@@ -330,19 +340,63 @@ def estimate(size: ModelSize, setup: Setup) -> Estimate:
 
 
 def layer_activation_bytes(s: int, b: int, h: int, a: int, c: int, eager: bool) -> float:
-    """Korthikanti et al.: s·b·h·(34 + 5·a·s/h) bytes per layer at 2-byte activations (scaled by c/2)."""
+    """Korthikanti et al.: s·b·h·(34 + 5·a·s/h) bytes per layer at 2-byte activations (scaled by c/2).
+    Used for the vision encoder (a GPT-style block); decoder layers use `decoder_layer_bytes`."""
     per = 34 + (5 * a * s / h if eager else 0)
     return s * b * h * per * c / 2
 
 
+def decoder_layer_bytes(size: ModelSize, setup: Setup, s: int, c: int, weights: str) -> float:
+    """Bytes one Llama-style decoder layer keeps for backward, per token (RMSNorm, attention, SwiGLU
+    MLP; Llama, Mistral, Qwen2/3 and the like). Every term is a tensor autograd saves, counted on the
+    real transformers modules (tests/train/test_memory_activations.py checks the sum against them):
+
+    norms (2)  plain: the fp32 copy of the input 4h, the fp32 rstd 4, and the normalized c·h when
+               the norm weight trains; fused (train.fused_layers): the input c·h and rstd 4
+    attention  sdpa/flash: q c·h, k and v 2·c·kv, the output c·h (also o_proj's input), the fp32
+               log-sum-exp 4·heads; eager: q and k, v repeated to all heads 3·c·h, o_proj's input
+               c·h, and the scores: fp32 softmax + c-byte probabilities, heads·s·(4 + c) (fp32: 4)
+    MLP        plain: gate, SiLU(gate) and up 3·c·i; fused: gate and up 2·c·i
+    inputs     `weights` "full" (they train): the q/k/v, gate/up and down_proj inputs 2·c·h + c·i;
+               "lora" (LoRA / QLoRA: frozen base, peft's fp32 adapters): each of the 7 adapted
+               Linears keeps its own fp32 copy of its input (6·4h + 4i; with fp32 compute the inputs
+               themselves, 2·c·h + c·i), plus the rank-r adapter activations 7·4r (assumes
+               `all-linear` targets); "frozen" (a VLM's projector pretraining): none.
+    """
+    h, a = size.hidden_size, size.num_heads
+    i = size.intermediate_size or 4 * h
+    kv = size.kv_size or h
+    fused = setup.fused_layers and not (setup.strategy == "zero3" or setup.fsdp)
+    if fused:
+        norms = 2 * (c * h + 4)
+    else:
+        norms = 2 * (4 * h + 4 + (c * h if weights == "full" else 0))
+    if setup.attention == "eager":
+        attention = 4 * c * h + a * s * (4 + (c if c < 4 else 0))  # fp32: the probabilities are the softmax
+    else:
+        attention = 2 * c * h + 2 * c * kv + 4 * a
+    mlp = (2 if fused else 3) * c * i
+    if weights == "frozen":
+        inputs = 0
+    elif weights == "full" or c >= 4:
+        inputs = 2 * c * h + c * i
+    else:  # peft casts each adapter's input to its fp32 weights: one copy per adapted Linear
+        inputs = 6 * 4 * h + 4 * i
+    if weights == "lora":
+        inputs += 7 * 4 * setup.lora_rank
+    return norms + attention + mlp + inputs
+
+
 def activation_bytes(size: ModelSize, setup: Setup, vision_trainable: bool = False,
-                     head_trains: bool = False) -> tuple[float, float, float]:
-    """(decoder activations, logits, vision-encoder activations) in bytes for one micro-batch."""
+                     head_trains: bool = False, llm_weights: str | None = None) -> tuple[float, float, float]:
+    """(decoder activations, logits, vision-encoder activations) in bytes for one micro-batch.
+    `llm_weights`: "full" | "lora" | "frozen" (default: "full" when the head trains, else "lora")."""
     c = 4 if setup.precision == "fp32" else 2
-    s, b, h, a, L = setup.seq_len, setup.micro_batch, size.hidden_size, size.num_heads, size.num_layers
+    s, b, h, L = setup.seq_len, setup.micro_batch, size.hidden_size, size.num_layers
     eager = setup.attention == "eager"
-    one = layer_activation_bytes(s, b, h, a, c, eager)
-    acts = L * 2 * s * b * h * c / 2 + one if setup.gradient_checkpointing else L * one
+    weights = llm_weights or ("full" if head_trains else "lora")
+    one = s * b * decoder_layer_bytes(size, setup, s, c, weights)
+    acts = L * s * b * h * c + one if setup.gradient_checkpointing else L * one
     if setup.chunked_loss and not (setup.strategy == "zero3" or setup.fsdp):  # sharded head: the plain loss
         from mmtune.models.chunked_loss import CHUNK_ELEMENTS
 
@@ -400,7 +454,7 @@ def setup_from_recipe(recipe, *, gpus: int = 1, deepspeed: str | None = None, fs
     fields = dict(method=recipe.method.type, precision=t.precision, gpus=gpus, micro_batch=t.micro_batch_size,
                   seq_len=recipe.data.max_length, gradient_checkpointing=t.gradient_checkpointing,
                   optimizer=t.optimizer, attention=recipe.model.attn_implementation or "sdpa",
-                  chunked_loss=t.chunked_loss)
+                  chunked_loss=t.chunked_loss, fused_layers=t.fused_layers, lora_rank=recipe.method.lora.r)
     vision = getattr(recipe.model, "vision", None)
     if vision is not None:
         slicing = getattr(recipe.data, "slice", None)

@@ -67,17 +67,29 @@ def test_lora_and_qlora_bf16(llama7b):
     assert z3["weights"] == pytest.approx((2 * PSI + 4 * lora) / 4 + 2 * llama7b.layer_params * 2)
 
 
-def test_activations_korthikanti_formula(llama7b):
-    s, h, L, a, V = 2048, 4096, 32, 32, 32000
+def test_activations_per_decoder_layer(llama7b):
+    """Hand-computed bytes per token and layer for Llama-2-7B (h 4096, i 11008, 32 heads, no GQA):
+    what transformers' modules save (tests/train/test_memory_activations.py counts them)."""
+    s, h, i, L, a, V, r = 2048, 4096, 11008, 32, 32, 32000, 16
+    # LoRA, bf16, sdpa: norms 2(4h + 4) + attention (q, out 2·2h; k, v 2·2h; lse 4a) + MLP 3·2i
+    # + 7 fp32 adapter-input copies (6·4h + 4i) + adapter activations 7·4r
+    lora = 8 * h + 8 + (8 * h + 4 * a) + 6 * i + (24 * h + 4 * i) + 28 * r
     _, p = parts(llama7b, seq_len=s, micro_batch=1)
-    assert p["activations"] == 34 * s * h * L  # sdpa keeps no s x s scores
+    assert p["activations"] == lora * s * L
     assert p["logits"] == s * V * (2 + 8)
+    # eager keeps the scores (fp32 softmax + bf16 probabilities) and k, v at all heads
     _, eager = parts(llama7b, seq_len=s, attention="eager")
-    assert eager["activations"] == s * h * (34 + 5 * a * s / h) * L
+    assert eager["activations"] == (lora - (8 * h + 4 * a) + 8 * h + a * s * 6) * s * L
+    # gradient checkpointing: every layer's input, plus one layer recomputed
     _, ckpt = parts(llama7b, seq_len=s, micro_batch=2, gradient_checkpointing=True)
-    assert ckpt["activations"] == 2 * s * 2 * h * L + 34 * s * 2 * h  # layer inputs + one recomputed layer
-    _, fp32 = parts(llama7b, seq_len=s, precision="fp32")
-    assert fp32["activations"] == 2 * p["activations"]
+    assert ckpt["activations"] == 2 * s * 2 * h * L + lora * s * 2
+    # full fine-tune in fp32: norms 2(4h + 4 + 4h), attention 2·4h + 2·4h + 4a, MLP 3·4i, inputs 2·4h + 4i
+    full32 = (16 * h + 8) + (16 * h + 4 * a) + 12 * i + (8 * h + 4 * i)
+    _, fp32 = parts(llama7b, method="full", seq_len=s, precision="fp32")
+    assert fp32["activations"] == full32 * s * L
+    # train.fused_layers: norms keep their input (2h + 4 each), the MLP gate and up (2·2i)
+    _, fused = parts(llama7b, seq_len=s, fused_layers=True)
+    assert fused["activations"] == (lora - (8 * h + 8) + (4 * h + 8) - 2 * i) * s * L
 
 
 def test_chunked_loss_keeps_one_chunk_of_logits(llama7b):
