@@ -60,10 +60,14 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
             h = hidden[start:start + chunk_rows]
             t = targets[start:start + chunk_rows]
             logits = nn.functional.linear(h, weight, bias).float()
-            lse = torch.logsumexp(logits, dim=-1)
-            total += (lse - logits.gather(1, t[:, None]).squeeze(1)).sum()
-            # d(sum of losses)/d(logits) = softmax - one-hot, built in the logits' memory
-            grad = logits.sub_(lse[:, None]).exp_()
+            target_logits = logits.gather(1, t[:, None]).squeeze(1)
+            # log-sum-exp and softmax in the logits' own memory: torch.logsumexp would allocate two
+            # more chunk-sized float32 temporaries (12 bytes per logit at its peak instead of 4 + c)
+            top = logits.amax(dim=-1, keepdim=True)
+            sumexp = logits.sub_(top).exp_().sum(dim=-1)
+            total += (sumexp.log() + top.squeeze(1) - target_logits).sum()
+            # d(sum of losses)/d(logits) = softmax - one-hot
+            grad = logits.div_(sumexp[:, None])
             grad[torch.arange(len(t), device=grad.device), t] -= 1
             if want_weight:
                 grad_weight.addmm_(grad.t(), h.float())
@@ -71,6 +75,7 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
                 grad_bias += grad.sum(0)
             if want_hidden:
                 torch.matmul(grad.to(h.dtype), weight, out=grad_hidden[start:start + chunk_rows])
+            del logits, grad  # before the next chunk's logits exist, not after
         ctx.save_for_backward(grad_hidden, grad_weight, grad_bias)
         ctx.divisor = divisor
         ctx.dtypes = (hidden.dtype, weight.dtype, None if bias is None else bias.dtype)
@@ -79,7 +84,13 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_loss):
         scale = grad_loss / ctx.divisor
-        grads = [None if g is None else (g * scale).to(dtype) for g, dtype in zip(ctx.saved_tensors, ctx.dtypes)]
+        grads = []
+        for g, dtype in zip(ctx.saved_tensors, ctx.dtypes):
+            if g is None:
+                grads.append(None)
+                continue
+            out = g.to(dtype)  # the head's float32 accumulator -> a bf16 copy: scale that copy in place
+            grads.append(out.mul_(scale) if out is not g else g * scale)  # (no float32 temporary of V x h)
         return (*grads, None, None, None)
 
 

@@ -26,11 +26,13 @@ activations  per decoder layer and token, what autograd saves in a Llama-style l
              keeps its input, s·b·h·c, plus one layer is recomputed. (The often-quoted
              s·b·h·34 bytes of Korthikanti et al. 2022 is for GPT blocks with a 4h MLP and dropout;
              for SwiGLU models it is about half the real figure. It stays for the vision encoder.)
-logits       s·b·V·(c + 8): the logits, their fp32 copy for the loss and the fp32 log-softmax kept
-             for backward. With `train.chunked_loss` (the default; not under ZeRO-3 / FSDP) only one
-             chunk of r = min(s·b, 2^25/V) tokens has logits at a time: r·V·(4 + c) for the chunk and
-             its c-byte gradient, plus the hidden-state gradient kept for backward, s·b·h·c, plus a
-             fp32 accumulator of the head's weight gradient, V·h·4, when the head trains (full).
+logits       s·b·V·12 (bf16; fp32 too): the c-byte logits and the fp32 log-softmax kept for backward,
+             then in backward its fp32 gradient and, under bf16, that gradient cast back to c (the
+             profiler's peak on CPU). With `train.chunked_loss` (the default; not under ZeRO-3 /
+             FSDP) only one chunk of r = min(s·b, 2^25/V) tokens has logits at a time: r·V·(4 + c)
+             for the fp32 chunk and its c-byte copy for the hidden-state gradient (fp32: r·V·4),
+             plus that gradient, kept for backward, s·b·h·c, plus, when the head trains (full), the
+             fp32 accumulator of its weight gradient and its c-byte copy in backward, V·h·(4 + c).
 vision       a trainable vision encoder stores activations like the LM (image tokens × images per
              sample as its sequence); a frozen one keeps none beyond one layer's working memory.
 overhead     1.0 GiB: CUDA context, cuBLAS/NCCL workspaces, allocator slack; plus DeepSpeed's
@@ -401,10 +403,11 @@ def activation_bytes(size: ModelSize, setup: Setup, vision_trainable: bool = Fal
         from mmtune.models.chunked_loss import CHUNK_ELEMENTS
 
         rows = min(s * b, max(1, CHUNK_ELEMENTS // size.vocab_size))
-        head_grad = size.vocab_size * h * 4 if head_trains else 0
-        logits = rows * size.vocab_size * (4 + c) + s * b * h * c + head_grad
-    else:
-        logits = s * b * size.vocab_size * (c + 8)
+        # the fp32 accumulator of the head's gradient, and its copy in the weight's dtype in backward
+        head_grad = size.vocab_size * h * (4 + c) if head_trains else 0
+        logits = rows * size.vocab_size * (4 + (c if c < 4 else 0)) + s * b * h * c + head_grad
+    else:  # logits, fp32 log-softmax; in backward its fp32 gradient (+ the cast back to c)
+        logits = s * b * size.vocab_size * (c + 8 + (c if c < 4 else 0))
     vision = 0.0
     if size.vision_params:
         sv = size.image_tokens
