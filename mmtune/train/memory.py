@@ -360,9 +360,10 @@ def decoder_layer_bytes(size: ModelSize, setup: Setup, s: int, c: int, weights: 
                c·h, and the scores: fp32 softmax + c-byte probabilities, heads·s·(4 + c) (fp32: 4)
     MLP        plain: gate, SiLU(gate) and up 3·c·i; fused: gate and up 2·c·i
     inputs     `weights` "full" (they train): the q/k/v, gate/up and down_proj inputs 2·c·h + c·i;
-               "lora" (LoRA / QLoRA: frozen base, peft's fp32 adapters): each of the 7 adapted
-               Linears keeps its own fp32 copy of its input (6·4h + 4i; with fp32 compute the inputs
-               themselves, 2·c·h + c·i), plus the rank-r adapter activations 7·4r (assumes
+               "lora" (LoRA / QLoRA: frozen base, peft's fp32 adapters, bf16 under the Trainer's
+               autocast): each of the 7 adapted Linears keeps its own c-byte copy of its input,
+               6·c·h + c·i (fp32 compute, or DeepSpeed, which casts the adapters to bf16: the shared
+               inputs themselves, 2·c·h + c·i), plus the rank-r adapter activations 7·c·r (assumes
                `all-linear` targets); "frozen" (a VLM's projector pretraining): none.
     """
     h, a = size.hidden_size, size.num_heads
@@ -380,12 +381,12 @@ def decoder_layer_bytes(size: ModelSize, setup: Setup, s: int, c: int, weights: 
     mlp = (2 if fused else 3) * c * i
     if weights == "frozen":
         inputs = 0
-    elif weights == "full" or c >= 4:
+    elif weights == "full" or c >= 4 or setup.deepspeed:  # (DeepSpeed casts the adapters to bf16 too)
         inputs = 2 * c * h + c * i
-    else:  # peft casts each adapter's input to its fp32 weights: one copy per adapted Linear
-        inputs = 6 * 4 * h + 4 * i
+    else:  # under autocast each adapter casts its input for its fp32 weights: a c-byte copy apiece
+        inputs = 6 * c * h + c * i
     if weights == "lora":
-        inputs += 7 * 4 * setup.lora_rank
+        inputs += 7 * c * setup.lora_rank
     return norms + attention + mlp + inputs
 
 

@@ -71,9 +71,9 @@ def test_activations_per_decoder_layer(llama7b):
     """Hand-computed bytes per token and layer for Llama-2-7B (h 4096, i 11008, 32 heads, no GQA):
     what transformers' modules save (tests/train/test_memory_activations.py counts them)."""
     s, h, i, L, a, V, r = 2048, 4096, 11008, 32, 32, 32000, 16
-    # LoRA, bf16, sdpa: norms 2(4h + 4) + attention (q, out 2·2h; k, v 2·2h; lse 4a) + MLP 3·2i
-    # + 7 fp32 adapter-input copies (6·4h + 4i) + adapter activations 7·4r
-    lora = 8 * h + 8 + (8 * h + 4 * a) + 6 * i + (24 * h + 4 * i) + 28 * r
+    # LoRA, bf16 (under the Trainer's autocast), sdpa: norms 2(4h + 4) + attention (q, out 2·2h; k, v 2·2h;
+    # lse 4a) + MLP 3·2i + the 7 adapters' own bf16 copies of their inputs (6·2h + 2i) + their activations 7·2r
+    lora = 8 * h + 8 + (8 * h + 4 * a) + 6 * i + (12 * h + 2 * i) + 14 * r
     _, p = parts(llama7b, seq_len=s, micro_batch=1)
     assert p["activations"] == lora * s * L
     assert p["logits"] == s * V * 12  # bf16 logits, fp32 log-softmax, its fp32 gradient and the bf16 cast

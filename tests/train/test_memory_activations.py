@@ -47,12 +47,14 @@ def saved_bytes(family: str, layers: int, *, dtype, method: str, fused: bool, at
 
     def pack(t):
         storage = t.untyped_storage()
-        if storage.data_ptr() not in params:
+        if storage.data_ptr() not in params and SEQ in t.shape:  # per-token tensors, not autocast's weight copies
             storages[storage.data_ptr()] = storage.nbytes()
         return t
 
     ids = torch.randint(3, 500, (1, SEQ), generator=torch.Generator().manual_seed(1))
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+    # bf16 training runs under autocast (the Trainer's bf16=True), which decides what LoRA's fp32 adapters keep
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16), \
+            torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         out = model(input_ids=ids, use_cache=False)
     del out
     return sum(storages.values())
