@@ -131,17 +131,21 @@ def main() -> None:
                "reserved_gib": float(m.group(2)) if m else None, "estimate_parts_gib": parts,
                "model": model.name if a.model else f"qwen2-{a.size}", "max_length": a.max_length}
         row["estimate_over_device"] = round(est / row["device_gib"], 3) if row["device_gib"] > 0 else None
+        tensors = est - parts["overhead"]  # the part bench/memory_profile_cpu.py checks on CPU
+        row["tensors_estimate_gib"] = round(tensors, 2)
+        row["tensors_over_allocated"] = round(tensors / row["allocated_gib"], 3) if row["allocated_gib"] else None
         rows.append(row)
         print(json.dumps(row), flush=True)
         with open(a.out / "memory.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
     print(f"\n{rows[0]['model'] if rows else a.size}, packed rows of {a.max_length} tokens, micro-batch 1, bf16, 1 GPU\n")
-    print("| case | estimate GiB | measured (nvidia-smi) GiB | estimate / measured | allocated GiB | reserved GiB |")
-    print("|---|---|---|---|---|---|")
+    print("| case | estimate GiB | measured (nvidia-smi) GiB | estimate / measured | allocated GiB | reserved GiB "
+          "| estimate less overhead / allocated |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
         flag = "" if r["rc"] == 0 else f" (FAILED rc={r['rc']})"
         print(f"| {r['case']}{flag} | {r['estimate_gib']:.2f} | {r['device_gib']:.2f} | {r['estimate_over_device']} | "
-              f"{r['allocated_gib']} | {r['reserved_gib']} |")
+              f"{r['allocated_gib']} | {r['reserved_gib']} | {r['tensors_over_allocated']} |")
 
 
 if __name__ == "__main__":
