@@ -71,12 +71,18 @@ def describe(size, setup, args) -> str:
     elif args.fsdp:
         strategy = f"FSDP {args.fsdp}" + (" + offload" if args.fsdp_offload else "")
     offload = [name for name, on in (("optimizer", setup.offload_optimizer), ("parameters", setup.offload_params)) if on]
+    sharded = setup.strategy == "zero3" or setup.fsdp  # training turns both savers off there
+
+    def saver(on: bool) -> str:
+        return "on" if on and not sharded else "off (sharded weights)" if on else "off"
+
     lines = [
         f"model: {size.name}: {human(size.params)} parameters, hidden {size.hidden_size}, {size.num_layers} layers, "
         f"vocab {size.vocab_size}; LoRA trains {human(size.lora_params)}",
         f"batch: sequence {setup.seq_len} x micro-batch {setup.micro_batch}, {setup.precision}, "
         f"attention {setup.attention}, gradient checkpointing {'on' if setup.gradient_checkpointing else 'off'}, "
-        f"optimizer {setup.optimizer}",
+        f"optimizer {setup.optimizer}, chunked loss {saver(setup.chunked_loss)}, "
+        f"fused layers {saver(setup.fused_layers)}",
         f"parallelism: {strategy}" + (f", offload: {' + '.join(offload)} to CPU" if offload else ""),
     ]
     if size.vision_params:

@@ -158,6 +158,10 @@ def test_estimate_memory_command(tiny_qwen2_dir, tmp_path, capsys):
     assert "model: qwen2-v3: 1.00M parameters" in out and "LoRA trains 299.01K" in out
     assert "| LoRA   |" in out and "| full   |" in out
     assert "does NOT fit in 0.5 GiB" in out  # the CUDA context alone is 1 GiB
+    # the memory savers are named, and off where training turns them off (ZeRO-3 shards the weights)
+    assert "chunked loss off (sharded weights), fused layers off (sharded weights)" in out
+    assert main(["estimate-memory", str(recipe), "--gpus", "1"]) == 0
+    assert "chunked loss on, fused layers on" in capsys.readouterr().out
     # a synthetic 7B config.json counts without any weights
     M.synthetic_llama().save_pretrained(tmp_path / "llama7b")
     assert main(["estimate-memory", str(recipe), "--config-json", str(tmp_path / "llama7b" / "config.json"),
