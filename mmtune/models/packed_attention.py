@@ -128,10 +128,10 @@ def packed_sdpa_attention_forward(module, query, key, value, attention_mask, dro
     # gradient per sample and tensor
     lengths = [n for _, n in spans]
 
-    def per_sample():
+    def per_sample(q_row=query, k_row=key, v_row=value):
         outs = [
             torch.nn.functional.scaled_dot_product_attention(q, k, v, dropout_p=dropout, scale=scaling, is_causal=True, **extra)
-            for q, k, v in zip(query.split(lengths, dim=2), key.split(lengths, dim=2), value.split(lengths, dim=2))
+            for q, k, v in zip(q_row.split(lengths, dim=2), k_row.split(lengths, dim=2), v_row.split(lengths, dim=2))
         ]
         return torch.cat(outs, dim=2).transpose(1, 2).contiguous()
 

@@ -10,8 +10,8 @@ so a packed step reads nothing back to the host for attention.
 It is used only where it can run: CUDA tensors in bf16/fp16, no dropout, a head size flash takes,
 and a torch that has the module (2.9+; the keywords changed between releases, so they are read
 from its signature). The first use in a process is checked against the per-sample SDPA result on
-that layer's inputs; an error or a mismatch logs one warning and the process keeps the per-sample
-path. So a torch build or GPU without the kernel costs one warning, never a wrong result.
+that layer's inputs, forward and backward; an error or a mismatch logs one warning and the process
+keeps the per-sample path. So a torch build or GPU without the kernel costs one warning, never a wrong result.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ _keywords: frozenset = frozenset()  # its keyword parameters
 # (spans, device) -> (cu_seq int32 tensor, longest sample): every layer of a forward shares the spans
 _cu_cache: tuple = (None, None, None, 0)
 TOLERANCE = 2e-2  # bf16 flash vs bf16 SDPA: both round to bf16; a wrong mask differs by O(1)
+GRAD_TOLERANCE = 5e-2  # gradients go through more bf16 roundings
 
 
 def kernel():
@@ -107,31 +108,49 @@ def varlen_forward(query, key, value, cu: torch.Tensor, longest: int, scaling: f
     return out.unsqueeze(0)
 
 
+def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a.float() - b.float()).norm() / b.float().norm().clamp_min(1e-6)).item()
+
+
+def check_against(reference, query, key, value, cu, longest, scaling, groups) -> tuple[float, float]:
+    """(output error, gradient error) of the kernel against `reference(q, k, v)` (the per-sample SDPA
+    path) on these inputs, both relative; the backward runs too, so a kernel without one fails here
+    rather than in the first training step."""
+    with torch.enable_grad():
+        ours = [t.detach().requires_grad_(True) for t in (query, key, value)]
+        theirs = [t.detach().requires_grad_(True) for t in (query, key, value)]
+        out = varlen_forward(*ours, cu, longest, scaling, groups)
+        expected = reference(*theirs)
+        cotangent = torch.linspace(-1, 1, out.numel(), device=out.device, dtype=out.dtype).view_as(out)
+        grads = torch.autograd.grad(out, ours, cotangent)
+        expected_grads = torch.autograd.grad(expected, theirs, cotangent)
+    return _relative(out, expected), max(_relative(g, e) for g, e in zip(grads, expected_grads))
+
+
 def try_varlen(query, key, value, spans, scaling, groups, reference) -> torch.Tensor | None:
-    """The varlen result, or None where the per-sample path must run. `reference()` computes the
-    per-sample SDPA output: called once per process, to check the kernel before trusting it."""
+    """The varlen result, or None where the per-sample path must run. `reference(q, k, v)` computes the
+    per-sample SDPA output: used once per process, to check the kernel (forward and backward) before
+    trusting it."""
     global _verified
     cu, longest = boundaries(spans, query.device)
     if _verified:
         return varlen_forward(query, key, value, cu, longest, scaling, groups)
     try:
-        out = varlen_forward(query, key, value, cu, longest, scaling, groups)
-        with torch.no_grad():
-            expected = reference()
-            error = ((out.float() - expected.float()).norm() / expected.float().norm().clamp_min(1e-6)).item()
-    except Exception as exc:  # a torch or GPU without the kernel: keep the per-sample path
+        error, grad_error = check_against(reference, query, key, value, cu, longest, scaling, groups)
+    except Exception as exc:  # a torch or GPU without the kernel (or its backward): keep the per-sample path
         _verified = False
         log.warning("packed attention: torch's varlen kernel failed (%s: %s); using one SDPA call per sample",
                     type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
         return None
-    if not error < TOLERANCE:
+    if not (error < TOLERANCE and grad_error < GRAD_TOLERANCE):
         _verified = False
-        log.warning("packed attention: torch's varlen kernel differs from SDPA by %.3g (relative); using one "
-                    "SDPA call per sample", error)
+        log.warning("packed attention: torch's varlen kernel differs from SDPA by %.3g (output) and %.3g "
+                    "(gradients, relative); using one SDPA call per sample", error, grad_error)
         return None
     _verified = True
-    log.info("packed attention: torch's varlen flash kernel (checked against SDPA: relative difference %.2g)", error)
-    return out
+    log.info("packed attention: torch's varlen flash kernel (checked against SDPA: relative difference %.2g, "
+             "gradients %.2g)", error, grad_error)
+    return varlen_forward(query, key, value, cu, longest, scaling, groups)
 
 
 def reset() -> None:

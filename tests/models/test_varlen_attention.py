@@ -51,6 +51,25 @@ def not_causal(q, k, v, cu_seq_q, cu_seq_k, max_q, max_k, *, scale=None, window_
     return reference_varlen(q, k, v, cu_seq_q, cu_seq_k, max_q, max_k, causal=False, gqa=True, scale=scale)
 
 
+class _NoBackward(torch.autograd.Function):
+    """The right forward for q, k, v; a backward that does not exist."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, out):
+        return out.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise NotImplementedError("derivative for _varlen_attn is not implemented")
+
+
+def forward_only(q, k, v, cu_seq_q, cu_seq_k, max_q, max_k, *, scale=None, window_size=(-1, -1), enable_gqa=False):
+    with torch.no_grad():
+        out = new_api(q, k, v, cu_seq_q, cu_seq_k, max_q, max_k, scale=scale, window_size=window_size,
+                      enable_gqa=enable_gqa)
+    return _NoBackward.apply(q, k, v, out)
+
+
 def broken(*args, **kwargs):
     raise RuntimeError("FlashAttention only supports Ampere GPUs or newer.\nmore detail")
 
@@ -121,7 +140,7 @@ def test_varlen_gives_the_per_sample_result(stand_in, packed_model, per_sample, 
     with caplog.at_level(logging.INFO, logger="mmtune.models.varlen_attention"):
         logits, grads = loss_and_grads(packed_model)
     layers = packed_model.config.num_hidden_layers
-    assert len(calls) == layers  # one launch per layer for the whole row, not one per sample
+    assert len(calls) == 1 + layers  # the check once, then one launch per layer for the whole row, not one per sample
     assert varlen_attention._verified is True
     assert "varlen flash kernel" in caplog.text
     if api is new_api:
@@ -153,7 +172,7 @@ def test_once_checked_the_collator_boundaries_go_to_the_kernel_without_a_host_sy
     assert read_back == []  # no boundaries read back from the device
     assert len(seen) == packed_model.config.num_hidden_layers and all(cu is b["cu_seq_lens_q"] for cu in seen)
     assert torch.allclose(logits, per_sample[0], atol=1e-5)
-    assert len(calls) == packed_model.config.num_hidden_layers * 2
+    assert len(calls) == 1 + packed_model.config.num_hidden_layers * 2
 
 
 def test_a_wrong_kernel_is_caught_once_and_the_per_sample_path_stays(stand_in, packed_model, per_sample, caplog):
@@ -192,6 +211,16 @@ def test_a_model_scale_reaches_the_kernel(stand_in, api, scaling):
     assert torch.allclose(out, ref, atol=1e-5)
 
 
+def test_a_kernel_without_a_backward_is_caught_before_training_needs_it(stand_in, packed_model, per_sample, caplog):
+    calls = stand_in(forward_only)  # right forward, no backward: training would fail at loss.backward()
+    with caplog.at_level(logging.WARNING, logger="mmtune.models.varlen_attention"):
+        logits, grads = loss_and_grads(packed_model)
+    assert len(calls) == 1 and varlen_attention._verified is False
+    assert "NotImplementedError: derivative for _varlen_attn is not implemented" in caplog.text
+    assert torch.allclose(logits, per_sample[0], atol=1e-5)
+    assert all(torch.allclose(grads[n], per_sample[1][n], rtol=1e-4, atol=1e-6) for n in grads)
+
+
 def test_cpu_tensors_never_take_the_varlen_path():
     varlen_attention.reset()
     q = torch.randn(1, 4, 16, 32)
@@ -222,4 +251,12 @@ def test_real_kernel_on_cuda_matches_per_sample_sdpa(caplog):
         q[:, :, s:s + n].float(), k[:, :, s:s + n].float(), v[:, :, s:s + n].float(), is_causal=True, enable_gqa=True)
         for s, n in spans], dim=2).transpose(1, 2)
     assert ((out.float() - ref).norm() / ref.norm()).item() < 1e-2
+
+    def per_sample(qq, kk, vv):  # the bf16 path the kernel replaces, with gradients
+        return torch.cat([torch.nn.functional.scaled_dot_product_attention(
+            qq[:, :, s:s + n], kk[:, :, s:s + n], vv[:, :, s:s + n], is_causal=True, enable_gqa=True)
+            for s, n in spans], dim=2).transpose(1, 2)
+
+    error, grad_error = varlen_attention.check_against(per_sample, q, k, v, cu, 120, None, 4)
+    assert error < varlen_attention.TOLERANCE and grad_error < varlen_attention.GRAD_TOLERANCE, (error, grad_error)
     varlen_attention.reset()
