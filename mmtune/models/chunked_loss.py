@@ -39,6 +39,16 @@ CHUNK_ELEMENTS = 1 << 25
 # GEMMs are as fast in small pieces: on the peer-bench kit (vocabulary 4,096) this took the packed
 # peak RSS ~25 MiB lower than 2^25 at the same speed (2^20-2^22 measured alike).
 CPU_CHUNK_ELEMENTS = 1 << 22
+# Fewer tokens per chunk than this and large vocabularies get slow: small GEMMs, and (full
+# fine-tunes) one read + write of the float32 head-gradient accumulator per chunk. Measured on CPU
+# (Qwen2's 151,936 vocabulary, hidden 896, 1,024 tokens): 27 rows per chunk took 1.6-1.8x the plain
+# loss's time, 128 rows or more was faster than it (BENCHMARKS.md).
+MIN_CHUNK_ROWS = 256
+
+
+def rows_per_chunk(vocab_size: int, budget: int) -> int:
+    """Tokens per chunk: the elements budget over the vocabulary, but at least MIN_CHUNK_ROWS."""
+    return max(MIN_CHUNK_ROWS, budget // vocab_size)
 # transformers classes whose forward is decoder -> slice_logits_to_keep -> lm_head -> ForCausalLMLoss
 # (no logit soft-capping or scaling, no auxiliary loss); subclasses that keep that forward qualify.
 PLAIN_HEAD_CLASSES = frozenset({
@@ -109,7 +119,7 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, bias: torch
     if torch.is_tensor(divisor):
         divisor = divisor.to(hidden.device)
     budget = CHUNK_ELEMENTS if hidden.device.type != "cpu" else CPU_CHUNK_ELEMENTS
-    rows = chunk_rows or max(1, budget // weight.shape[0])
+    rows = chunk_rows or rows_per_chunk(weight.shape[0], budget)
     return _ChunkedLinearCrossEntropy.apply(hidden, weight, bias, targets, divisor, rows)
 
 

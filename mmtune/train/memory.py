@@ -29,7 +29,7 @@ activations  per decoder layer and token, what autograd saves in a Llama-style l
 logits       s·b·V·12 (bf16; fp32 too): the c-byte logits and the fp32 log-softmax kept for backward,
              then in backward its fp32 gradient and, under bf16, that gradient cast back to c (the
              profiler's peak on CPU). With `train.chunked_loss` (the default; not under ZeRO-3 /
-             FSDP) only one chunk of r = min(s·b, 2^25/V) tokens has logits at a time: r·V·(4 + c)
+             FSDP) only one chunk of r = min(s·b, max(256, 2^25/V)) tokens has logits at a time: r·V·(4 + c)
              for the fp32 chunk and its c-byte copy for the hidden-state gradient (fp32: r·V·4),
              plus that gradient, kept for backward, s·b·h·c, plus, when the head trains (full), the
              fp32 accumulator of its weight gradient and its c-byte copy in backward, V·h·(4 + c).
@@ -401,9 +401,9 @@ def activation_bytes(size: ModelSize, setup: Setup, vision_trainable: bool = Fal
     one = s * b * decoder_layer_bytes(size, setup, s, c, weights)
     acts = L * s * b * h * c + one if setup.gradient_checkpointing else L * one
     if setup.chunked_loss and not (setup.strategy == "zero3" or setup.fsdp):  # sharded head: the plain loss
-        from mmtune.models.chunked_loss import CHUNK_ELEMENTS
+        from mmtune.models import chunked_loss
 
-        rows = min(s * b, max(1, CHUNK_ELEMENTS // size.vocab_size))
+        rows = min(s * b, chunked_loss.rows_per_chunk(size.vocab_size, chunked_loss.CHUNK_ELEMENTS))
         # the fp32 accumulator of the head's gradient, and its copy in the weight's dtype in backward
         head_grad = size.vocab_size * h * (4 + c) if head_trains else 0
         logits = rows * size.vocab_size * (4 + (c if c < 4 else 0)) + s * b * h * c + head_grad

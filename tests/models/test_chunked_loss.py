@@ -66,9 +66,19 @@ def test_default_chunk_follows_the_device_budget(monkeypatch):
     real_apply = cl._ChunkedLinearCrossEntropy.apply
     monkeypatch.setattr(cl._ChunkedLinearCrossEntropy, "apply", lambda *a: seen.append(a[-1]) or real_apply(*a))
     monkeypatch.setattr(cl, "CPU_CHUNK_ELEMENTS", 50 * 6)
+    monkeypatch.setattr(cl, "MIN_CHUNK_ROWS", 2)
     torch.testing.assert_close(linear_cross_entropy(hidden, weight, bias, targets), plain_loss(hidden, weight, bias, targets))
     assert seen == [6]  # CPU tensors: the CPU budget (GPU tensors get CHUNK_ELEMENTS)
     assert cl.CPU_CHUNK_ELEMENTS < cl.CHUNK_ELEMENTS
+
+
+def test_large_vocabularies_still_get_chunks_of_256_tokens():
+    import mmtune.models.chunked_loss as cl
+
+    assert cl.rows_per_chunk(4096, cl.CPU_CHUNK_ELEMENTS) == 1024  # the budget decides for small vocabularies
+    assert cl.rows_per_chunk(151936, cl.CPU_CHUNK_ELEMENTS) == 256  # not 27: small GEMMs and many accumulator passes
+    assert cl.rows_per_chunk(151936, cl.CHUNK_ELEMENTS) == 256
+    assert cl.rows_per_chunk(32000, cl.CHUNK_ELEMENTS) == 1048
 
 
 def test_bfloat16_matches_autograd_within_rounding():
