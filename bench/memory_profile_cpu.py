@@ -67,37 +67,32 @@ def recipe_dict(model: Path, data: Path, method: str, max_length: int) -> dict:
 def worker(case: str, root: Path, max_length: int) -> None:
     """Inside torchrun: train the case, profile step PROFILED_STEP, print `RESULT {json}`."""
     import torch
-    from torch.profiler import ProfilerActivity, profile
     from transformers import TrainerCallback
 
     from mmtune.config.load import validate_recipe
+    from mmtune.testing.profiling import ProfiledPeak
     from mmtune.train.deepspeed import resolve_deepspeed
     from mmtune.train.run import run_training
 
     strategy, method = case.split("-")
     recipe = validate_recipe(recipe_dict(root / "model", root / "data.jsonl", method, max_length), where=case)
-    timeline = root / f"{case}.timeline.json"
 
     class ProfileOneStep(TrainerCallback):
         def __init__(self):
-            self.prof = None
+            self.profiled = ProfiledPeak()
 
         def on_step_begin(self, args, state, control, **kwargs):
             if state.global_step == PROFILED_STEP - 1:
-                self.prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True,
-                                    with_stack=True)
-                self.prof.__enter__()
+                self.profiled.__enter__()
 
         def on_step_end(self, args, state, control, **kwargs):
-            if self.prof is not None and state.global_step == PROFILED_STEP:
-                self.prof.__exit__(None, None, None)
-                self.prof.export_memory_timeline(str(timeline), device="cpu")
-                self.prof = None
+            if state.global_step == PROFILED_STEP:
+                self.profiled.__exit__(None, None, None)
 
+    profile_step = ProfileOneStep()
     deepspeed = resolve_deepspeed(strategy) if strategy != "none" else None
-    run_training(recipe, root / f"work-{case}", deepspeed=deepspeed, extra_callbacks=[ProfileOneStep()])
-    _, sizes = json.loads(timeline.read_text())
-    measured = max(sum(point) for point in sizes)
+    run_training(recipe, root / f"work-{case}", deepspeed=deepspeed, extra_callbacks=[profile_step])
+    measured = profile_step.profiled.peak
     print("RESULT " + json.dumps({"case": case, "measured_mib": round(measured / 2**20, 1), "torch": torch.__version__}),
           flush=True)
 
@@ -107,15 +102,12 @@ def estimate_mib(case: str, root: Path, max_length: int) -> tuple[float, dict]:
     worker: after a ZeRO-3 run transformers would build even the meta model the ZeRO-3 way)."""
     import mmtune.models.chunked_loss as chunked
     from mmtune.config.load import validate_recipe
-    from mmtune.train import memory as M
+    from mmtune.train.memory import estimate_for_recipe
 
     strategy, method = case.split("-")
     recipe = validate_recipe(recipe_dict(root / "model", root / "data.jsonl", method, max_length), where=case)
     chunked.CHUNK_ELEMENTS = chunked.CPU_CHUNK_ELEMENTS  # the chunk the CPU step used
-    size = M.model_size_for_recipe(recipe)
-    setup = M.setup_from_recipe(recipe, gpus=1, deepspeed=strategy if strategy != "none" else None,
-                                hidden_size=size.hidden_size)
-    est = M.estimate(size, setup)
+    est = estimate_for_recipe(recipe, deepspeed=strategy if strategy != "none" else None)
     parts = {k: round(v / 2**20, 1) for k, v in est.parts.items() if k != "overhead" and v}
     return (est.total - est.parts["overhead"]) / 2**20, parts
 

@@ -11,8 +11,14 @@ import argparse
 import json
 import time
 
+import sys
+from pathlib import Path
+
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from _token_check import baseline_encoder  # noqa: E402
 
 
 def main() -> None:
@@ -29,14 +35,7 @@ def main() -> None:
     t_start = time.time()
     tok = AutoTokenizer.from_pretrained(a.model)
 
-    def encode(messages):
-        ids, labels = [], []
-        for m in messages:
-            head = tok.encode(f"<|im_start|>{m['role']}\n", add_special_tokens=False)
-            body = tok.encode(f"{m['content']}<|im_end|>\n", add_special_tokens=False)
-            ids += head + body
-            labels += [-100] * len(head) + (body if m["role"] == "assistant" else [-100] * len(body))
-        return {"input_ids": ids[:a.max_length], "labels": labels[:a.max_length]}
+    encode = baseline_encoder(tok, a.max_length)  # the kit baseline's ChatML encoding, assistant-only labels
 
     t0 = time.time()
     with open(a.messages) as f:

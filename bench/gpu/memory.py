@@ -74,13 +74,9 @@ def smi_used() -> int:
 
 def estimate_gib(recipe_path: Path, strategy: str) -> tuple[float, dict]:
     from mmtune.config.load import load_config
-    from mmtune.train import memory
+    from mmtune.train.memory import estimate_for_recipe
 
-    r = load_config(str(recipe_path))
-    size = memory.model_size_for_recipe(r)
-    setup = memory.setup_from_recipe(r, gpus=1, deepspeed=None if strategy == "none" else strategy,
-                                     hidden_size=size.hidden_size)
-    est = memory.estimate(size, setup)
+    est = estimate_for_recipe(load_config(str(recipe_path)), deepspeed=None if strategy == "none" else strategy)
     return est.gib, {k: round(v / 2**30, 3) for k, v in est.parts.items()}
 
 

@@ -71,10 +71,8 @@ def describe(size, setup, args) -> str:
     elif args.fsdp:
         strategy = f"FSDP {args.fsdp}" + (" + offload" if args.fsdp_offload else "")
     offload = [name for name, on in (("optimizer", setup.offload_optimizer), ("parameters", setup.offload_params)) if on]
-    sharded = setup.strategy == "zero3" or setup.fsdp  # training turns both savers off there
-
-    def saver(on: bool) -> str:
-        return "on" if on and not sharded else "off (sharded weights)" if on else "off"
+    def saver(on: bool) -> str:  # training turns both savers off where the weights are sharded
+        return "on" if on and not setup.params_sharded else "off (sharded weights)" if on else "off"
 
     lines = [
         f"model: {size.name}: {human(size.params)} parameters, hidden {size.hidden_size}, {size.num_layers} layers, "

@@ -120,6 +120,12 @@ class Setup:
     def fsdp(self) -> bool:
         return self.strategy.startswith("fsdp")
 
+    @property
+    def params_sharded(self) -> bool:
+        """ZeRO-3 / FSDP: weights are whole only inside their modules' hooks, so training runs
+        without the chunked loss and the fused layers (mmtune.train.launch.params_sharded)."""
+        return self.strategy == "zero3" or self.fsdp
+
 
 @dataclass
 class Estimate:
@@ -334,7 +340,7 @@ def estimate(size: ModelSize, setup: Setup) -> Estimate:
 
     llm_weights = "full" if "llm" in parts else "lora" if "llm.lora" in parts else "frozen"
     acts, logits, vision_acts = activation_bytes(size, setup, vision_trainable="vision" in parts or "vision.lora" in parts,
-                                                head_trains="llm" in parts, llm_weights=llm_weights)
+                                                llm_weights=llm_weights)
     overhead = CUDA_OVERHEAD + 2 * setup.comm_bucket_elements
     return Estimate(setup, {"weights": weights + working_set, "gradients": grads, "optimizer": optim,
                             "activations": acts, "logits": logits, "vision activations": vision_acts,
@@ -369,7 +375,7 @@ def decoder_layer_bytes(size: ModelSize, setup: Setup, s: int, c: int, weights: 
     h, a = size.hidden_size, size.num_heads
     i = size.intermediate_size or 4 * h
     kv = size.kv_size or h
-    fused = setup.fused_layers and not (setup.strategy == "zero3" or setup.fsdp)
+    fused = setup.fused_layers and not setup.params_sharded
     if fused:
         norms = 2 * (c * h + 4)
     else:
@@ -391,16 +397,16 @@ def decoder_layer_bytes(size: ModelSize, setup: Setup, s: int, c: int, weights: 
 
 
 def activation_bytes(size: ModelSize, setup: Setup, vision_trainable: bool = False,
-                     head_trains: bool = False, llm_weights: str | None = None) -> tuple[float, float, float]:
+                     llm_weights: str = "lora") -> tuple[float, float, float]:
     """(decoder activations, logits, vision-encoder activations) in bytes for one micro-batch.
-    `llm_weights`: "full" | "lora" | "frozen" (default: "full" when the head trains, else "lora")."""
+    `llm_weights`: "full" (the LLM, its head included, trains) | "lora" | "frozen"."""
     c = 4 if setup.precision == "fp32" else 2
     s, b, h, L = setup.seq_len, setup.micro_batch, size.hidden_size, size.num_layers
     eager = setup.attention == "eager"
-    weights = llm_weights or ("full" if head_trains else "lora")
-    one = s * b * decoder_layer_bytes(size, setup, s, c, weights)
+    head_trains = llm_weights == "full"
+    one = s * b * decoder_layer_bytes(size, setup, s, c, llm_weights)
     acts = L * s * b * h * c + one if setup.gradient_checkpointing else L * one
-    if setup.chunked_loss and not (setup.strategy == "zero3" or setup.fsdp):  # sharded head: the plain loss
+    if setup.chunked_loss and not setup.params_sharded:  # sharded head: the plain loss
         from mmtune.models import chunked_loss
 
         rows = min(s * b, chunked_loss.rows_per_chunk(size.vocab_size, chunked_loss.CHUNK_ELEMENTS))
@@ -472,6 +478,12 @@ def setup_from_recipe(recipe, *, gpus: int = 1, deepspeed: str | None = None, fs
     elif fsdp:
         fields.update(strategy=f"fsdp_{fsdp}", offload_params=fsdp_offload, offload_optimizer=fsdp_offload)
     return Setup(**fields)
+
+
+def estimate_for_recipe(recipe, *, gpus: int = 1, deepspeed: str | None = None) -> Estimate:
+    """The estimate for a recipe as it is, on `gpus` GPUs (with a DeepSpeed config, or plain)."""
+    size = model_size_for_recipe(recipe)
+    return estimate(size, setup_from_recipe(recipe, gpus=gpus, deepspeed=deepspeed, hidden_size=size.hidden_size))
 
 
 def model_size_for_recipe(recipe, config_json: str | None = None) -> ModelSize:

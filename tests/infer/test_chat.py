@@ -44,12 +44,17 @@ def test_chat_uses_stored_template_and_remembers_turns(adapter_dir):
     assert seen == [1, 3]  # the second question saw the first turn
 
 
-def test_text_model_refuses_image_command(adapter_dir):
+def chat_output(adapter_dir, lines: str) -> str:
+    """What the terminal chat prints for these input lines, with the trained adapter loaded."""
     recipe, adapter = adapter_dir
     loaded = load_for_inference(recipe.model.path, adapter=str(adapter), device="cpu")
     stdout = io.StringIO()
-    chat_loop(loaded, GenerationSettings(max_new_tokens=4), stdin=io.StringIO("/image a.png\n/exit\nnever\n"), stdout=stdout)
-    out = stdout.getvalue()
+    chat_loop(loaded, GenerationSettings(max_new_tokens=4), stdin=io.StringIO(lines), stdout=stdout)
+    return stdout.getvalue()
+
+
+def test_text_model_refuses_image_command(adapter_dir):
+    out = chat_output(adapter_dir, "/image a.png\n/exit\nnever\n")
     assert "/image" not in out.splitlines()[0]  # no vision help for a text model
     assert "error: this is a text-only model" in out and "Assistant:" not in out
 
@@ -64,11 +69,7 @@ def test_image_command_is_a_word_and_takes_quoted_paths():
 
 
 def test_slash_words_that_are_not_commands_are_questions(adapter_dir):
-    recipe, adapter = adapter_dir
-    loaded = load_for_inference(recipe.model.path, adapter=str(adapter), device="cpu")
-    stdout = io.StringIO()
-    chat_loop(loaded, GenerationSettings(max_new_tokens=4), stdin=io.StringIO("/images of cats?\n/exit\n"), stdout=stdout)
-    out = stdout.getvalue()
+    out = chat_output(adapter_dir, "/images of cats?\n/exit\n")
     assert "error:" not in out and out.count("Assistant:") == 1  # asked, not taken for /image
 
 

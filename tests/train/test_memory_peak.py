@@ -11,12 +11,11 @@ activations while gradients appear, so there the sum errs high (it must never be
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 
 import mmtune.models.chunked_loss as chunked
+from mmtune.testing.profiling import ProfiledPeak
 from mmtune.train import memory as M
 
 SEQ, VOCAB = 512, 64000
@@ -33,8 +32,7 @@ class Lora:
     r, alpha, target_modules, modules_to_save = 8, 16, "all-linear", []
 
 
-def profiled_peak(method: str, savers: bool, tmp_path) -> int:
-    from torch.profiler import ProfilerActivity, profile
+def profiled_peak(method: str, savers: bool) -> int:
     from transformers import AutoModelForCausalLM
 
     from mmtune.models.fused_layers import use_fused_layers
@@ -60,20 +58,17 @@ def profiled_peak(method: str, savers: bool, tmp_path) -> int:
         optimizer.zero_grad(set_to_none=True)  # as the Trainer does
 
     step()
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True, with_stack=True) as prof:
+    with ProfiledPeak() as profiled:
         step()
-    path = tmp_path / "timeline.json"
-    prof.export_memory_timeline(str(path), device="cpu")
-    _, sizes = json.loads(path.read_text())
-    return max(sum(point) for point in sizes)
+    return profiled.peak
 
 
 @pytest.mark.parametrize("method,savers,low,high", [
     ("lora", False, 0.95, 1.05), ("lora", True, 0.93, 1.07),
     ("full", False, 1.0, 1.2), ("full", True, 1.0, 1.35),
 ], ids=["lora-plain", "lora-chunked-fused", "full-plain", "full-chunked-fused"])
-def test_estimate_against_the_profiled_peak_of_a_step(method, savers, low, high, tmp_path, monkeypatch):
-    measured = profiled_peak(method, savers, tmp_path)
+def test_estimate_against_the_profiled_peak_of_a_step(method, savers, low, high, monkeypatch):
+    measured = profiled_peak(method, savers)
     monkeypatch.setattr(chunked, "CHUNK_ELEMENTS", chunked.CPU_CHUNK_ELEMENTS)  # the chunk this CPU step used
     size = M.count_model(config(), Lora if method == "lora" else None)
     est = M.estimate(size, M.Setup(method=method, precision="bf16", seq_len=SEQ, chunked_loss=savers,
@@ -82,21 +77,16 @@ def test_estimate_against_the_profiled_peak_of_a_step(method, savers, low, high,
     assert low <= predicted / measured <= high, (predicted / 2**20, measured / 2**20, est.parts)
 
 
-def test_the_chunked_loss_keeps_one_chunk_at_a_time(tmp_path):
+def test_the_chunked_loss_keeps_one_chunk_at_a_time():
     """Peak of the loss and its backward: the hidden-state gradient plus one chunk's fp32 logits and their
     bf16 copy, 4 + 2 bytes per logit (not torch.logsumexp's two extra temporaries, nor the previous
     chunk's logits)."""
-    from torch.profiler import ProfilerActivity, profile
-
     n, h, rows = 2048, 256, 256
     hidden = torch.randn(n, h, dtype=torch.bfloat16, requires_grad=True)
     weight = torch.randn(VOCAB, h, dtype=torch.bfloat16)
     targets = torch.randint(0, VOCAB, (n,))
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True, with_stack=True) as prof:
+    with ProfiledPeak() as profiled:
         chunked.linear_cross_entropy(hidden, weight, None, targets, chunk_rows=rows).backward()
-    path = tmp_path / "timeline.json"
-    prof.export_memory_timeline(str(path), device="cpu")
-    _, sizes = json.loads(path.read_text())
-    peak = max(sum(p) for p in sizes) - sum(sizes[0])
+    peak = profiled.peak - profiled.start
     one_chunk = rows * VOCAB * (4 + 2) + n * h * 2
     assert one_chunk <= peak <= one_chunk * 1.1, (peak, one_chunk)
