@@ -5,7 +5,7 @@
 root=$(cd "$(dirname "$0")/.." && pwd)
 # usage: [RUNS="hf_own mm_full_pack_lean ..."] bench/rss_same_env.sh [WORK_DIR] > results.jsonl   (~20 min)
 # needs: the peers as bench/README.md sets them up; LEAN_VENV (default /tmp/lean): python3 -m venv /tmp/lean &&
-#   /tmp/lean/bin/pip install torch==2.13.0 && /tmp/lean/bin/pip install -e .
+#   /tmp/lean/bin/pip install torch==2.13.0 && /tmp/lean/bin/pip install -c constraints.txt -e .
 out=${1:-/tmp/rss}; mkdir -p "$out"; cd "$out"
 lean=${LEAN_VENV:-/tmp/lean}
 for rep in 1 2 3; do

@@ -1,4 +1,5 @@
-"""Session-wide test setup: a persistent cache for the tiny models, few CPU threads, shared fixtures.
+"""Session-wide test setup: a persistent cache for the tiny models, few CPU threads, the deprecation
+policy (mmtune's own deprecated calls are errors, known upstream ones are silenced), shared fixtures.
 
 `MMTUNE_CACHE` is set at import time, before any test module builds a tiny model, so the tiny
 tokenizer and models are built once per machine (in ~/.cache/mmtune-tests unless the caller set
@@ -16,6 +17,15 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 torch.set_num_threads(2)
+
+
+def pytest_configure(config):
+    from mmtune import warning_filters
+    from mmtune.testing import deprecations
+
+    for line in (*warning_filters.pytest_filter_lines(), *deprecations.pytest_filter_lines()):
+        config.addinivalue_line("filterwarnings", line)
+    deprecations.install()
 
 
 @pytest.fixture(scope="session")

@@ -2,8 +2,8 @@
 # Fill .gpu/ (git-ignored) with what the offline GPU machine lacks, for bench/gpu/check.sh.
 # Run here, from the repository root, with network access to PyPI:   bash bench/gpu/prepare.sh
 #
-#   .gpu/whl/      mmtune's own needs beyond the machine's image (transformers 5.23, peft, datasets,
-#                  pydantic, liger-kernel)
+#   .gpu/whl/      mmtune's own needs beyond the machine's image (transformers, peft, datasets,
+#                  pydantic at the versions of constraints.txt; liger-kernel)
 #   .gpu/whl_extra/ deepspeed, and bitsandbytes cut to its CUDA 13 libraries
 #   .gpu/whl_lf/   LLaMA-Factory 0.9.5 and the versions it pins (bench/gpu/lf_requirements.txt)
 #   .gpu/assets/   the peer-bench kit's tokenizer and 2,000 conversations (built if missing)
@@ -20,18 +20,22 @@ ASSETS=${ASSETS:-/tmp/peer/assets}
 PLAT=(--only-binary=:all: --python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64
       --platform manylinux_2_27_x86_64 --platform manylinux_2_24_x86_64 --platform manylinux_2_17_x86_64
       --platform manylinux2014_x86_64 --platform manylinux1_x86_64)
-CORE=(transformers==5.23.0 peft==0.21.2 datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19 pydantic==2.14.3
-      pydantic-core==2.50.4 annotated-types==0.8.0 typing-inspection==0.4.5 hjson==3.1.0 liger-kernel==0.8.5
-      regex==2026.11.15)  # regex: transformers checks regex>=2025.10.22 at import; the image's is unknown
+# the versions the suite passed on (constraints.txt); regex: transformers checks its version at import
+pin() { grep -i -m1 -E "^${1//-/[-_]}==" constraints.txt || { echo "prepare.sh: $1 is not in constraints.txt" >&2; exit 1; }; }
+CORE=(liger-kernel==0.8.5)
+for name in transformers tokenizers peft datasets dill multiprocess pydantic pydantic-core annotated-types \
+            typing-inspection hjson regex; do
+  CORE+=("$(pin "$name")")
+done
 
 rm -rf .gpu/whl .gpu/whl_extra .gpu/whl_lf .gpu/peer && mkdir -p .gpu/whl .gpu/whl_extra .gpu/whl_lf .gpu/peer .gpu/tmp
 for req in "${CORE[@]}"; do
   "$PY" -m pip download -q --no-deps "${PLAT[@]}" -d .gpu/whl "$req"
 done
 # DeepSpeed is published as an sdist: build its pure-Python wheel (ops compile on first use there)
-DS_BUILD_OPS=0 "$PY" -m pip wheel -q --no-deps --no-build-isolation -w .gpu/whl_extra deepspeed==0.19.8
+DS_BUILD_OPS=0 "$PY" -m pip wheel -q --no-deps --no-build-isolation -w .gpu/whl_extra "$(pin deepspeed)"
 # bitsandbytes ships libraries for every CUDA and ROCm release (43 MB); the machine's torch is cu130
-"$PY" -m pip download -q --no-deps "${PLAT[@]}" -d .gpu/tmp bitsandbytes==0.50.2
+"$PY" -m pip download -q --no-deps "${PLAT[@]}" -d .gpu/tmp "$(pin bitsandbytes)"
 "$PY" - .gpu/tmp/bitsandbytes-*.whl .gpu/whl_extra <<'PYEOF'
 import re, sys, zipfile
 from pathlib import Path

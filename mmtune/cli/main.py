@@ -9,6 +9,7 @@ import sys
 
 from mmtune import __version__
 from mmtune.errors import MmtuneError
+from mmtune.warning_filters import silence_upstream_warnings
 
 EPILOG = """\
 workflow (the personal-assistant fine-tune):
@@ -42,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    silence_upstream_warnings()
     # bitsandbytes (imported by peft on every command) warns at import on AVX512-BF16 CPUs that it
     # could not fetch an optional 4-bit kernel from the Hub; its built-in CPU path runs instead.
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)

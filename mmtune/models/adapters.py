@@ -7,23 +7,28 @@ import logging
 log = logging.getLogger(__name__)
 
 
+def enable_activation_checkpointing(model) -> None:
+    """Recompute each decoder layer's activations in the backward (non-reentrant checkpoints).
+
+    transformers then also makes the input embeddings' output require grad, so a frozen base
+    (LoRA, QLoRA) still passes gradients through the checkpointed layers."""
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    model.enable_input_require_grads()
+
+
 def apply_method(model, method_cfg, *, gradient_checkpointing: bool = False):
     """Wrap `model` for the recipe's method and return it (a PeftModel for lora/qlora)."""
     if method_cfg.type == "full":
         if gradient_checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            enable_activation_checkpointing(model)
         return model
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
     if method_cfg.type == "qlora":
-        model = prepare_model_for_kbit_training(
-            model,
-            use_gradient_checkpointing=gradient_checkpointing,
-            gradient_checkpointing_kwargs={"use_reentrant": False},
-        )
-    elif gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.enable_input_require_grads()
+        # peft's own checkpointing switch calls transformers' deprecated gradient_checkpointing_enable
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    if gradient_checkpointing:
+        enable_activation_checkpointing(model)
     lora = method_cfg.lora
     config = LoraConfig(
         r=lora.r,

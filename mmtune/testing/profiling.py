@@ -2,13 +2,12 @@
 
 The profiler records every tensor allocated and freed while it runs: on the CPU that is what
 `torch.cuda.max_memory_allocated` measures on a GPU (no allocator slack, no CUDA context).
+The timeline is read from torch's `MemoryProfileTimeline`, the computation behind the profiler's
+`export_memory_timeline`, which torch 2.13 deprecates in favour of a CUDA-only memory snapshot
+(there is no CPU replacement).
 """
 
 from __future__ import annotations
-
-import json
-import tempfile
-from pathlib import Path
 
 
 class ProfiledPeak:
@@ -31,9 +30,8 @@ class ProfiledPeak:
         self._prof.__exit__(*exc)
         if exc[0] is not None:
             return
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "timeline.json"
-            self._prof.export_memory_timeline(str(path), device="cpu")
-            _, sizes = json.loads(path.read_text())
+        from torch.profiler._memory_profiler import MemoryProfileTimeline
+
+        _, sizes = MemoryProfileTimeline(self._prof._memory_profile())._coalesce_timeline("cpu")
         self.peak = max(sum(point) for point in sizes)
         self.start = sum(sizes[0])

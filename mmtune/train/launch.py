@@ -160,13 +160,20 @@ def init_deepspeed_comm(args) -> None:
         ds_comm.init_distributed(dist_backend=args.ddp_backend or "gloo", verbose=False)
 
 
+def remove_own_handlers(logger: logging.Logger) -> None:
+    """Detach and close the handlers an earlier run in this process added (its train.log stays
+    complete; a handler left open would keep the file and leak a descriptor)."""
+    for h in list(logger.handlers):
+        if getattr(h, "_mmtune", False):
+            logger.removeHandler(h)
+            h.close()
+
+
 def quiet_other_ranks(logger: logging.Logger) -> bool:
     """On ranks other than 0: warnings only, to the console, prefixed with the rank. True if so."""
     if is_main_process():
         return False
-    for h in list(logger.handlers):
-        if getattr(h, "_mmtune", False):
-            logger.removeHandler(h)
+    remove_own_handlers(logger)
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter(f"[rank {rank()}] %(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
     handler._mmtune = True

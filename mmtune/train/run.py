@@ -45,9 +45,7 @@ def setup_logging(work_dir: Path) -> None:
         return
     logger.setLevel(logging.INFO)
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
-    for h in list(logger.handlers):
-        if getattr(h, "_mmtune", False):
-            logger.removeHandler(h)
+    launch.remove_own_handlers(logger)
     for handler in (logging.FileHandler(work_dir / "train.log", encoding="utf-8"), logging.StreamHandler()):
         handler.setFormatter(fmt)
         handler._mmtune = True

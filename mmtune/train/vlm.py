@@ -63,6 +63,7 @@ def build_llava_for_recipe(recipe, dtype: str):
 def build_vlm(recipe, device: str) -> VlmParts:
     """Model (with trainable parts set), processor, tokenizer and the image encoding/loading specs."""
     from mmtune.data.vlm import ImageLoader, image_spec_for
+    from mmtune.models.adapters import enable_activation_checkpointing
     from mmtune.models.freeze import apply_trainable
     from mmtune.models.llava import image_tokens_per_image
 
@@ -74,8 +75,7 @@ def build_vlm(recipe, device: str) -> VlmParts:
     model.config.use_cache = False
     model.config.text_config.use_cache = False
     if recipe.train.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.enable_input_require_grads()
+        enable_activation_checkpointing(model)
     model = apply_trainable(model, recipe.method.vlm_trainable(), recipe.method.lora)
     model.to(device)
     spec = image_spec_for(tokenizer, model.config.image_token_id, image_tokens_per_image(model.config), recipe.data)

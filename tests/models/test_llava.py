@@ -85,7 +85,9 @@ def test_image_token_counts(vision, select, strategy, tokens, clip_llava, siglip
     labels = inputs["input_ids"].masked_fill(inputs["input_ids"] == model.config.image_token_id, -100)
     with torch.no_grad():
         out = model(**inputs, labels=labels)
-    assert out.image_hidden_states.shape == (2 * tokens, model.config.text_config.hidden_size)
+    # the projected features of each image (transformers 5.24+: image_outputs.pooler_output, one per image)
+    features = out.image_outputs.pooler_output
+    assert [tuple(f.shape) for f in features] == [(tokens, model.config.text_config.hidden_size)] * 2
     assert torch.isfinite(out.loss)
 
 

@@ -1,6 +1,6 @@
 """`estimate-memory` against the peak tensor memory of a real training step, measured on CPU.
 
-torch's memory profiler (`export_memory_timeline`) records every tensor a step allocates and frees
+torch's memory profiler (its memory timeline) records every tensor a step allocates and frees
 on the CPU, which is what `torch.cuda.max_memory_allocated` sees on a GPU: parameters, optimizer
 states, activations, logits and loss buffers, gradients. One AdamW step (the second, so the
 optimizer states exist) of a 2-layer Qwen2 with a 64k vocabulary in bf16, the estimate without its
