@@ -6,7 +6,7 @@ Run by train_throughput.py in a fresh subprocess per run (clean RSS, threads, ca
 
 Hyper-parameters are the kit's (/work/shared/peer-bench/README.md, section 3). Everything goes through
 mmtune's public API (`validate_recipe`, `run_training(extra_callbacks=...)`); the only patches are two
-timers around the functions run_training calls for preprocessing (`launch.encode_once`, `TrainRows`).
+timers around the functions run_training calls for preprocessing (`encoded_data`, `train_rows`).
 
 MFU (only when the run is on CUDA and --peak-tflops is given) counts model FLOPs per run as
 
@@ -165,7 +165,6 @@ def worker(name: str, assets: str, steps: int, device: str, peak_tflops: float |
 
     import torch
 
-    import mmtune.train.launch as launch
     import mmtune.train.run as run
     from mmtune.config.load import validate_recipe
 
@@ -176,7 +175,7 @@ def worker(name: str, assets: str, steps: int, device: str, peak_tflops: float |
         data[section] = {**data.get(section, {}), **values}
     recipe = validate_recipe(data, where=f"bench {name}")
     timing = {"encode_s": 0.0, "pack_s": 0.0}
-    encode_once, train_rows = launch.encode_once, run.TrainRows
+    encode_once, train_rows = run.build_data.encoded_data, run.build_data.train_rows
 
     def timed_encode(*a, **kw):
         t = time.perf_counter()
@@ -190,7 +189,7 @@ def worker(name: str, assets: str, steps: int, device: str, peak_tflops: float |
         timing["pack_s"] += time.perf_counter() - t
         return out
 
-    launch.encode_once, run.TrainRows = timed_encode, timed_rows
+    run.build_data.encoded_data, run.build_data.train_rows = timed_encode, timed_rows
     if dry:
         stub_training_step()
     counter, callbacks = make_callbacks(save_checkpoints)

@@ -50,14 +50,14 @@ def baseline_encoder(tok, max_length: int = 1024):
 
 def compare_encodings(assets: Path) -> dict:
     from mmtune.config.load import validate_recipe
-    from mmtune.data.encode import encoder_from_recipe
+    from mmtune.builders.data import encoder
     from mmtune.models.load import load_tokenizer
 
     from _mmtune_train import recipe_dict
 
     recipe = validate_recipe(recipe_dict(str(assets), "full", False, 60))
     tok = load_tokenizer(recipe.model)
-    mm = encoder_from_recipe(recipe, tok)
+    mm = encoder(recipe, tok)
     base = baseline_encoder(tok)
     from mmtune.data.formats import read_file
 

@@ -71,7 +71,7 @@ def worker(case: str, root: Path, max_length: int) -> None:
 
     from mmtune.config.load import validate_recipe
     from mmtune.testing.profiling import ProfiledPeak
-    from mmtune.train.deepspeed import resolve_deepspeed
+    from mmtune.config.strategy import Strategy
     from mmtune.train.run import run_training
 
     strategy, method = case.split("-")
@@ -90,8 +90,8 @@ def worker(case: str, root: Path, max_length: int) -> None:
                 self.profiled.__exit__(None, None, None)
 
     profile_step = ProfileOneStep()
-    deepspeed = resolve_deepspeed(strategy) if strategy != "none" else None
-    run_training(recipe, root / f"work-{case}", deepspeed=deepspeed, extra_callbacks=[profile_step])
+    how = Strategy.from_flags(strategy if strategy != "none" else None)
+    run_training(recipe, root / f"work-{case}", strategy=how, extra_callbacks=[profile_step])
     measured = profile_step.profiled.peak
     print("RESULT " + json.dumps({"case": case, "measured_mib": round(measured / 2**20, 1), "torch": torch.__version__}),
           flush=True)
@@ -102,7 +102,7 @@ def estimate_mib(case: str, root: Path, max_length: int) -> tuple[float, dict]:
     worker: after a ZeRO-3 run transformers would build even the meta model the ZeRO-3 way)."""
     import mmtune.models.chunked_loss as chunked
     from mmtune.config.load import validate_recipe
-    from mmtune.train.memory import estimate_for_recipe
+    from mmtune.estimate import estimate_for_recipe
 
     strategy, method = case.split("-")
     recipe = validate_recipe(recipe_dict(root / "model", root / "data.jsonl", method, max_length), where=case)

@@ -7,7 +7,7 @@ length distribution stays the kit's. Written once per N to /tmp/peer/prep_data/N
 (mmtune) and sharegpt.json + dataset_info.json (LLaMA-Factory, dataset bench_sharegpt).
 
 Runs (each its own process, alternated, even reps reversed; results appended to OUT/results.jsonl):
-- mm:        mmtune's encode_recipe_data (what run_training uses: read, tokenize with data.num_proc
+- mm:        mmtune's encode_datasets (what run_training uses: read, tokenize with data.num_proc
              processes, filter, save to the cache) + TrainRows(pack=True), fresh MMTUNE_CACHE
 - mm_cached: the same again on the MMTUNE_CACHE the preceding mm run filled (cache hit)
 - lf, lf_pack: LLaMA-Factory 0.9.5 get_dataset (load json, align, tokenize; packing=true packs),
@@ -80,7 +80,7 @@ def scaled_data(assets: Path, n: int, root: Path) -> Path:
 
 
 def time_parts() -> dict:
-    """Seconds spent in each step of encode_recipe_data (read, cache key, Dataset.from_list, map, filter,
+    """Seconds spent in each step of encode_datasets (read, cache key, Dataset.from_list, map, filter,
     save/load of the cache), by wrapping the functions it looks up at call time."""
     import datasets
 
@@ -116,11 +116,11 @@ def time_parts() -> dict:
 
 
 def mm_worker(data_dir: Path, assets: Path, num_proc: int) -> None:
-    """mmtune's data path of run_training: encode_recipe_data (cache on, MMTUNE_CACHE) + TrainRows."""
+    """mmtune's data path of run_training: encode_datasets (cache on, MMTUNE_CACHE) + TrainRows."""
     rev = mmtune_rev()  # before the heavy imports: a forked git would count the parent's RSS as its own
     t_start = time.time()
     from mmtune.config.load import validate_recipe
-    from mmtune.data.dataset import TrainRows, encode_recipe_data
+    from mmtune.data.dataset import TrainRows, encode_datasets
     from mmtune.models.load import load_tokenizer
 
     from _mmtune_train import recipe_dict
@@ -133,7 +133,7 @@ def mm_worker(data_dir: Path, assets: Path, num_proc: int) -> None:
     tok_s = time.perf_counter() - t
     parts = time_parts()
     t = time.perf_counter()
-    encoded, stats = encode_recipe_data(recipe, tok)
+    encoded, stats = encode_datasets(recipe.data, tok)
     encode_s = time.perf_counter() - t
     parts["stats_etc"] = encode_s - sum(parts.values())  # status/length columns, trained-token count
     t = time.perf_counter()
@@ -204,7 +204,7 @@ def summarize(path: Path) -> str:
     parts = [n for n in names if any(r.get("encode_parts_s") for r in runs[n])]
     if parts:
         keys = list(dict.fromkeys(k for n in parts for r in runs[n] for k in r.get("encode_parts_s", {})))
-        text.append("\nmmtune encode_recipe_data, seconds per step (medians)\n")
+        text.append("\nmmtune encode_datasets, seconds per step (medians)\n")
         text.append(table(["run", *keys, "TrainRows (pack)"], [
             [n, *(fmt(median([r["encode_parts_s"] for r in runs[n]], k), 2) for k in keys), fmt(median(runs[n], "pack_s"), 2)]
             for n in parts]))

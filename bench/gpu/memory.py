@@ -74,7 +74,7 @@ def smi_used() -> int:
 
 def estimate_gib(recipe_path: Path, strategy: str) -> tuple[float, dict]:
     from mmtune.config.load import load_config
-    from mmtune.train.memory import estimate_for_recipe
+    from mmtune.estimate import estimate_for_recipe
 
     est = estimate_for_recipe(load_config(str(recipe_path)), deepspeed=None if strategy == "none" else strategy)
     return est.gib, {k: round(v / 2**30, 3) for k, v in est.parts.items()}

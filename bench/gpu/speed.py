@@ -131,7 +131,7 @@ def main() -> None:
     else:
         model = build(a.size, Path(f"/tmp/gpu_models/qwen2-{a.size}"), a.assets)
         config = qwen2_config(a.size)
-    from mmtune.train.memory import count_model
+    from mmtune.estimate import count_model
 
     params = count_model(config).params
     work = a.work / a.size

@@ -16,8 +16,14 @@ def add_parser(sub, name: str, help: str, epilog: str, description: str | None =
     )
 
 
+def key_value(text: str) -> str:
+    if "=" not in text or text.startswith("="):
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return text
+
+
 def add_set_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE",
+        "--set", action="append", default=[], type=key_value, metavar="KEY=VALUE",
         help="override a recipe value, e.g. --set train.lr=1e-4 --set data.max_length=1024 (repeatable)",
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from mmtune.cli.common import add_set_option
 from mmtune.data.formats import FORMAT_NAMES, FORMATS
 from mmtune.errors import MmtuneError
 
@@ -77,6 +78,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     check.add_argument("files", nargs="+", metavar="FILE", help="JSON or JSONL data files")
     check.add_argument("--format", default="auto", choices=formats, help="record format (default: detect)")
     check.add_argument("--config", help="recipe whose tokenizer, template and max_length measure sample lengths")
+    add_set_option(check)
     check.add_argument("--image-folder", metavar="DIR",
                        help="folder the records' image paths are relative to: open and check every image")
     check.add_argument("--max-errors", type=int, default=50, metavar="N",
@@ -117,20 +119,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     preview.add_argument("config", metavar="CONFIG", help="recipe YAML file or built-in recipe name")
     preview.add_argument("-n", type=int, default=3, help="number of samples (default: 3)")
     preview.add_argument("--json", action="store_true", help="print machine-readable JSON")
-    preview.add_argument("--set", action="append", default=[], type=key_value, metavar="KEY=VALUE",
-                         help="override a config value (repeatable)")
+    add_set_option(preview)
     preview.set_defaults(func=run_preview)
 
 
 def formats_help() -> str:
     """The registered formats, one line each (the registry is the single list of them)."""
     return "\nformats:\n" + "".join(f"  {name:8} {FORMATS[name].description}\n" for name in FORMAT_NAMES)
-
-
-def key_value(text: str) -> str:
-    if "=" not in text or text.startswith("="):
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    return text
 
 
 def run_check(args: argparse.Namespace) -> int:
@@ -140,9 +135,9 @@ def run_check(args: argparse.Namespace) -> int:
         raise MmtuneError(f"--max-errors must be 0 or more, got {args.max_errors}")
     length_fn = max_length = None
     if args.config:
-        from mmtune.data.encode import length_fn_from_config  # needs a tokenizer: import only when asked
+        from mmtune.builders.data import sample_length_fn  # needs a tokenizer: import only when asked
 
-        length_fn, max_length = length_fn_from_config(args.config)
+        length_fn, max_length = sample_length_fn(args.config, args.set)
     all_good = True
     for path in args.files:
         report = check_file(path, args.format, length_fn=length_fn, max_length=max_length,
@@ -178,6 +173,6 @@ def run_self_cognition(args: argparse.Namespace) -> int:
 
 
 def run_preview(args: argparse.Namespace) -> int:
-    from mmtune.data.preview import run_preview as preview
+    from mmtune.cli.preview import run_preview as preview
 
     return preview(args.config, n=args.n, as_json=args.json, overrides=args.set)

@@ -14,7 +14,7 @@ examples:
 Parameters are counted from the model's config.json on the meta device (no weights are read);
 a hub id needs the network, so give a local model dir or --config-json when offline. The
 formulas (weights, gradients, optimizer states by method and ZeRO stage / FSDP, activations by
-sequence length, micro-batch and checkpointing, logits, overhead) are in mmtune/train/memory.py
+sequence length, micro-batch and checkpointing, logits, overhead) are in mmtune/estimate/
 and docs/distributed.md. Planning numbers, not a guarantee.
 """
 
@@ -39,7 +39,7 @@ def register(sub) -> None:
 def run(args) -> int:
     from mmtune.config.load import load_config
     from mmtune.errors import MmtuneError
-    from mmtune.train import memory
+    from mmtune import estimate as memory
 
     if any(n < 1 for n in args.gpus):
         raise MmtuneError("--gpus takes positive GPU counts")
@@ -117,7 +117,7 @@ def format_table(table: dict, gpu_mem: float | None = None) -> str:
 
 
 def format_breakdown(est) -> str:
-    from mmtune.train.memory import GiB
+    from mmtune.estimate import GiB
 
     width = max(len(k) for k in est.parts)
     lines = [f"  {k.ljust(width)}  {v / GiB:8.2f} GiB" for k, v in est.parts.items() if v]

@@ -55,7 +55,7 @@ def register(sub) -> None:
     _model_args(t)
     t.add_argument("--data", required=True, metavar="FILE", help="conversations (any supported data format)")
     t.add_argument("--format", default="auto", help="data format (default: detected)")
-    t.add_argument("--template", help="template name (default: the one stored with the model)")
+    t.add_argument("--prompt-template", dest="template", help="template name (default: the one stored with the model)")
     t.add_argument("--work-dir", required=True, metavar="DIR", help="summary.json and predictions.jsonl go here")
     t.add_argument("--max-new-tokens", type=int, default=64)
     t.add_argument("--max-length", type=int, default=2048, help="longer conversations are cut (default: 2048)")
@@ -74,7 +74,7 @@ def _model_args(p) -> None:
 
 def run_mmbench_cmd(args) -> int:
     from mmtune.errors import MmtuneError
-    from mmtune.eval.answer import make_answerer
+    from mmtune.eval.load import make_answerer
     from mmtune.eval.judge import Judge
     from mmtune.eval.mmbench import run_mmbench
     from mmtune.eval.report import print_summary

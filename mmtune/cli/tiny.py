@@ -16,14 +16,16 @@ from_pretrained(DIR), like a hub checkpoint.
 
 def register(sub) -> None:
     p = add_parser(sub, "make-tiny", "build a tiny random-weight model (demos, tests)", EPILOG)
-    p.add_argument("family", choices=["qwen2", "llama", "clip", "siglip"],
+    from mmtune.testing.catalog import KINDS
+
+    p.add_argument("family", choices=KINDS,
                    help="architecture: a causal LM (qwen2, llama) or a vision encoder (clip, siglip)")
     p.add_argument("out", metavar="DIR", help="output directory")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from mmtune.testing.tiny import copy_tiny
+    from mmtune.testing.catalog import copy_tiny
 
     print(f"tiny {args.family} model written to {copy_tiny(args.family, args.out)}")
     return 0

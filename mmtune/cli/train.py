@@ -43,20 +43,19 @@ def default_work_dir(recipe, config: str) -> str:
 
 def run(args) -> int:
     from mmtune.config.load import load_config
-    from mmtune.train.deepspeed import resolve_deepspeed
-    from mmtune.train.run import run_training
-
+    from mmtune.config.strategy import Strategy
     from mmtune.models.load import pick_device
     from mmtune.train import launch
+    from mmtune.train.run import run_training
 
     recipe = load_config(args.config, args.set)
-    ds = resolve_deepspeed(args.deepspeed) if args.deepspeed else None
-    launch.check_strategy(recipe, ds, args.fsdp, args.fsdp_offload, pick_device(recipe.train.device))
+    strategy = Strategy.from_flags(args.deepspeed, args.fsdp, args.fsdp_offload)
+    strategy.check(recipe.method.type, pick_device(recipe.train.device))
     work_dir = args.work_dir or default_work_dir(recipe, args.config)
     plan = launch.plan_from_env()  # NPROC_PER_NODE=N ...: run this command again under torchrun
     if plan is not None:
         return launch.launch(plan, worker_args(args, work_dir))
-    result = run_training(recipe, work_dir, resume=args.resume, deepspeed=ds, fsdp=args.fsdp, fsdp_offload=args.fsdp_offload)
+    result = run_training(recipe, work_dir, resume=args.resume, strategy=strategy)
     if launch.is_main_process():
         print(f"done: final model in {result.final_dir}")
     return 0

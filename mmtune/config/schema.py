@@ -10,6 +10,13 @@ from typing import Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
+# The choices of the registries (data formats, chat templates, projectors), which live on floors above
+# the config; tests/config/test_registries.py keeps each list equal to its registry.
+FORMAT_CHOICES = Literal["auto", "llava", "openai", "alpaca", "minicpm"]
+TEMPLATE_CHOICES = Literal["auto", "chatml", "qwen_chat", "internlm2_chat", "llama3_chat", "phi3_chat", "vicuna", "default"]
+PROJECTOR_CHOICES = Literal["mlp2x_gelu", "resampler"]
+
+
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -21,7 +28,7 @@ class VisionConfig(Section):
 
 
 class ProjectorConfig(Section):
-    type: Literal["mlp2x_gelu", "resampler"] = "mlp2x_gelu"
+    type: PROJECTOR_CHOICES = "mlp2x_gelu"
     query_nums: int = Field(64, ge=1, description="learned queries (image tokens) of the resampler")
 
 
@@ -38,7 +45,7 @@ class ModelConfig(Section):
 
 class DatasetConfig(Section):
     path: str
-    format: Literal["auto", "llava", "openai", "alpaca", "minicpm"] = "auto"
+    format: FORMAT_CHOICES = "auto"
     repeat: int = Field(1, ge=1, description="repeat this file N times (weight small, important data up)")
 
 
@@ -52,7 +59,7 @@ class SliceConfig(Section):
 
 class DataConfig(Section):
     datasets: list[DatasetConfig] = Field(min_length=1)
-    template: str = Field("auto", description="chat template name, or 'auto' for the tokenizer's own")
+    template: TEMPLATE_CHOICES = Field("auto", description="chat template name, or 'auto' for the tokenizer's own")
     system: Optional[str] = Field(None, description="system prompt added to conversations that have none")
     max_length: int = Field(2048, ge=16)
     pack_to_max_length: bool = True
@@ -80,15 +87,9 @@ class MethodConfig(Section):
     lora: LoraConfig = Field(default_factory=LoraConfig)
     stage: Literal["pretrain", "finetune"] = Field("finetune", description="VLM stage: pretrain trains the projector only")
     trainable: Optional[list[str]] = Field(
-        None, description="VLM parts to train: projector, llm, llm.lora, vision, vision.lora (default by stage and type)"
+        None, description="parts to train: llm, llm.lora, and for a VLM projector, vision, vision.lora "
+                          "(default by type and stage: mmtune.models.trainable)"
     )
-
-    def vlm_trainable(self) -> list[str]:
-        if self.trainable is not None:
-            return list(self.trainable)
-        if self.stage == "pretrain":
-            return ["projector"]
-        return ["projector", "llm"] if self.type == "full" else ["projector", "llm.lora"]
 
 
 class TrainConfig(Section):

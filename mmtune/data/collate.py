@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from mmtune.data.encode import IGNORE_INDEX
+from mmtune.constants import IGNORE_INDEX
 from mmtune.data.packing import concat_samples
 
 

@@ -1,4 +1,4 @@
-"""Recipe datasets -> conversations -> encoded samples (cached on disk) -> training rows.
+"""A recipe's data files -> conversations -> encoded samples (cached on disk) -> training rows.
 
 Bad records are counted and logged with their place, never dropped silently. Tokenization runs
 once per (data files, tokenizer, template, length policy): the result is saved with
@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 import torch
 
 from mmtune.data.conversation import Conversation
-from mmtune.data.encode import DROPPED, TRUNCATED, ConversationEncoder, EncodedBatch, encoder_from_recipe
+from mmtune.data.encode import DROPPED, TRUNCATED, ConversationEncoder, EncodedBatch, encoder_for
 from mmtune.data.fast_bpe import FastBPE
 from mmtune.data.packing import concat_samples, pack_lengths
 from mmtune.errors import DataError
@@ -116,18 +116,19 @@ def tokenizer_digest(tokenizer) -> str:
     return hashlib.sha1(canonical.encode()).hexdigest()
 
 
-def cache_key(recipe, tokenizer, image_spec=None) -> str:
-    template = recipe.data.template
+def cache_key(data_cfg, tokenizer, image_spec=None) -> str:
+    """The cache entry of a recipe's `data` section encoded with `tokenizer` (and `image_spec`)."""
+    template = data_cfg.template
     parts = {
         "images": repr(image_spec),
         "format": CACHE_FORMAT,
-        "files": [(_file_digest(d.path), d.format, d.repeat) for d in recipe.data.datasets],
+        "files": [(_file_digest(d.path), d.format, d.repeat) for d in data_cfg.datasets],
         "tokenizer": tokenizer_digest(tokenizer),
         "chat_template": tokenizer.chat_template if template == "auto" else None,
         "template": template,
-        "system": recipe.data.system,
-        "max_length": recipe.data.max_length,
-        "overlong": recipe.data.overlong,
+        "system": data_cfg.system,
+        "max_length": data_cfg.max_length,
+        "overlong": data_cfg.overlong,
     }
     if template != "auto":
         from mmtune.data.templates import get_template
@@ -260,19 +261,20 @@ def _encode_images(convs: list[Conversation], encoder: ConversationEncoder, imag
     return encoded.remove_columns(["status", "error", "trained"])
 
 
-def encode_recipe_data(recipe, tokenizer, *, image_spec=None, use_cache: bool = True):
-    """(datasets.Dataset with input_ids/labels (int32) and length (+ images/grids/source for a VLM), DataStats)."""
+def encode_datasets(data_cfg, tokenizer, *, image_spec=None, use_cache: bool = True):
+    """The files of a recipe's `data` section, encoded: (datasets.Dataset with input_ids/labels
+    (int32) and length (+ images/grids/source for a VLM), DataStats)."""
     # Text: the cyclic GC waits until the data is ready (see no_gc). Image data forks map workers,
     # which keep theirs (only reading pauses it there).
     with no_gc() if image_spec is None else nullcontext():
-        return _encode_recipe_data(recipe, tokenizer, image_spec, use_cache)
+        return _encode_datasets(data_cfg, tokenizer, image_spec, use_cache)
 
 
-def _encode_recipe_data(recipe, tokenizer, image_spec, use_cache: bool):
+def _encode_datasets(data_cfg, tokenizer, image_spec, use_cache: bool):
     import datasets
 
     stats = DataStats()
-    key = cache_key(recipe, tokenizer, image_spec)
+    key = cache_key(data_cfg, tokenizer, image_spec)
     cached = dataset_cache_root() / key
     if use_cache and (cached / "stats.json").exists():
         stats = DataStats(**json.loads((cached / "stats.json").read_text()))
@@ -280,26 +282,26 @@ def _encode_recipe_data(recipe, tokenizer, image_spec, use_cache: bool):
         log.info("tokenized data loaded from cache %s", cached)
         return datasets.load_from_disk(str(cached / "data")), stats
 
-    convs = load_conversations(recipe.data.datasets, stats)
+    convs = load_conversations(data_cfg.datasets, stats)
     if not convs:
         raise DataError("no usable conversations in the recipe's datasets", hint="run `mmtune data check FILE`")
-    encoder = encoder_from_recipe(recipe, tokenizer)
+    encoder = encoder_for(data_cfg, tokenizer)
     if image_spec is None:
-        encoder.fast = FastBPE.from_tokenizer(tokenizer) if recipe.data.fast_bpe else None
+        encoder.fast = FastBPE.from_tokenizer(tokenizer) if data_cfg.fast_bpe else None
         chunks, convs = _chunked(convs), None  # the chunks alone hold the conversations (see _encode_text)
-        encoded = _encode_text(chunks, encoder, recipe.data.num_proc, key, stats)
+        encoded = _encode_text(chunks, encoder, data_cfg.num_proc, key, stats)
         if encoder.fast is not None and encoder.fast.mismatch:
             log.warning("fast BPE (tiktoken) disagreed with the tokenizer: %s; tokenizing again with the "
                         "tokenizer itself (set data.fast_bpe: false to skip the first pass)", encoder.fast.mismatch)
             encoder.fast, stats = None, DataStats()
-            chunks = _chunked(load_conversations(recipe.data.datasets, stats))
-            encoded = _encode_text(chunks, encoder, recipe.data.num_proc, key, stats)
+            chunks = _chunked(load_conversations(data_cfg.datasets, stats))
+            encoded = _encode_text(chunks, encoder, data_cfg.num_proc, key, stats)
     else:
-        encoded = _encode_images(convs, encoder, image_spec, recipe.data.num_proc, key, stats)
+        encoded = _encode_images(convs, encoder, image_spec, data_cfg.num_proc, key, stats)
         del convs
     if stats.truncated or stats.dropped_overlong:
         log.warning("%d sample(s) longer than max_length %d were truncated and %d dropped (data.overlong=%s)",
-                    stats.truncated, recipe.data.max_length, stats.dropped_overlong, recipe.data.overlong)
+                    stats.truncated, data_cfg.max_length, stats.dropped_overlong, data_cfg.overlong)
     if use_cache:
         tmp = cached.with_name(cached.name + f".tmp{os.getpid()}")
         encoded.save_to_disk(str(tmp / "data"))

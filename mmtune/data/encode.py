@@ -20,10 +20,11 @@ from typing import Sequence
 
 import numpy as np
 
+from mmtune.constants import IGNORE_INDEX
 from mmtune.data.conversation import Conversation, Message
 from mmtune.data.templates import ChatFormat, Span, get_template
+from mmtune.errors import ConfigError
 
-IGNORE_INDEX = -100
 OK, TRUNCATED, DROPPED = 0, 1, 2  # status codes of EncodedBatch.fit_lengths (the statuses of fit_length)
 
 
@@ -184,7 +185,10 @@ def with_system(messages: Sequence[Message], system: str | None) -> list[Message
 class ConversationEncoder:
     def __init__(self, tokenizer, template: ChatFormat, max_length: int, overlong: str = "truncate", system: str | None = None):
         if not getattr(tokenizer, "is_fast", False):
-            raise TypeError("mmtune needs a fast (Rust) tokenizer for exact loss masks; this one is not fast")
+            raise ConfigError(f"the tokenizer ({type(tokenizer).__name__}) is a slow (Python) tokenizer; mmtune needs a "
+                              "fast (Rust) one: its character offsets place the loss mask exactly",
+                              hint="use a model whose tokenizer has a tokenizer.json, or convert it with "
+                                   "AutoTokenizer.from_pretrained(path) and save_pretrained")
         self.tokenizer = tokenizer
         self.template = template
         self.max_length = max_length
@@ -211,16 +215,7 @@ class ConversationEncoder:
         return len(self.encode_full(conv).input_ids)
 
 
-def encoder_from_recipe(recipe, tokenizer) -> ConversationEncoder:
-    template = get_template(recipe.data.template, tokenizer)
-    return ConversationEncoder(tokenizer, template, recipe.data.max_length, recipe.data.overlong, recipe.data.system)
-
-
-def length_fn_from_config(config_path: str, overrides: Sequence[str] = ()):
-    """(length_fn, max_length) for `mmtune data check --config`."""
-    from mmtune.config.load import load_config
-    from mmtune.models.load import load_tokenizer
-
-    recipe = load_config(config_path, overrides)
-    encoder = encoder_from_recipe(recipe, load_tokenizer(recipe.model))
-    return encoder.length, recipe.data.max_length
+def encoder_for(data_cfg, tokenizer) -> ConversationEncoder:
+    """The encoder a recipe's `data` section describes (template, max_length, overlong, system)."""
+    template = get_template(data_cfg.template, tokenizer)
+    return ConversationEncoder(tokenizer, template, data_cfg.max_length, data_cfg.overlong, data_cfg.system)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import bisect
 
-from mmtune.data.encode import IGNORE_INDEX
+from mmtune.constants import IGNORE_INDEX
 
 
 def pack_lengths(lengths: list[int], max_length: int) -> list[list[int]]:

@@ -301,6 +301,15 @@ register(
 )
 
 
+def store_template(tokenizer, template: ChatFormat, processor=None) -> None:
+    """Write a named template into the tokenizer (and processor) as its jinja chat template, so a
+    saved tokenizer reproduces the training format; `auto` is the tokenizer's own already."""
+    if isinstance(template, Template):
+        tokenizer.chat_template = template.to_jinja()
+        if processor is not None:
+            processor.chat_template = tokenizer.chat_template
+
+
 def template_names() -> list[str]:
     return ["auto", *TEMPLATES]
 

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 import torch
 
-from mmtune.data.encode import IGNORE_INDEX, EncodedSample
+from mmtune.constants import IGNORE_INDEX
+from mmtune.data.encode import EncodedSample
 from mmtune.data.images import (
     background_from_mean,
     image_size,

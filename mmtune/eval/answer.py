@@ -4,21 +4,24 @@ The evaluator (mmbench.py) only ever calls an `AnswerFn` with a batch of `EvalIt
 back one reply string per item, so any model plugs in:
 
     answer_fn = make_answerer("Qwen/Qwen2.5-0.5B-Instruct", adapter="hf_adapter")       # text LM
-    answer_fn = make_answerer(llm, llava="llava_dir", visual_encoder="openai/clip-...")  # VLM (vlm.py)
+    answer_fn = make_answerer(llm, llava="llava_dir", visual_encoder="openai/clip-...")  # VLM
     answer_fn = make_answerer("exported_llava_dir")                                      # VLM too
     answer_fn = lambda items: ["A" for _ in items]                                         # a baseline
 
 `text_answerer` asks a text-only model the item's `prompt` and ignores its images (text-only
-ablations, and tests). The VLM answerer lives in vlm.py and receives the same items; it reads
-`item.images` (decoded PIL images) and `item.prompt` (which has no image placeholder: the VLM
-side puts its own, `item_messages(..., image_placeholder="<image>")`).
+ablations, and tests). `vlm_answerer` receives the same items; it reads `item.images` (decoded PIL
+images) and `item.prompt` (which has no image placeholder: it puts its own, one per image, in front,
+as LLaVA's MMBench script asks, `item_messages(..., image_placeholder="<image>")`) and answers one
+item at a time through the engine's one generate path, so a model sees the images as in training.
+Building an answerer from paths on the command line is eval/load.py's job (`make_answerer`).
 """
 
 from __future__ import annotations
 
 from typing import Callable, Sequence
 
-from mmtune.data.conversation import Message
+from mmtune.data.conversation import IMAGE_PLACEHOLDER, Message
+from mmtune.errors import MmtuneError
 from mmtune.eval.tsv import EvalItem
 from mmtune.infer.engine import GenerationSettings
 
@@ -44,7 +47,7 @@ def item_messages(item: EvalItem, system: str | None = None, image_placeholder: 
 def text_answerer(model, tokenizer, template, *, settings: GenerationSettings | None = None,
                   system: str | None = None) -> AnswerFn:
     """Answer with a text-only language model; the items' images are ignored."""
-    from mmtune.eval.generate import generate_replies
+    from mmtune.infer.engine import generate_replies
 
     settings = settings or eval_settings()
 
@@ -54,29 +57,20 @@ def text_answerer(model, tokenizer, template, *, settings: GenerationSettings | 
     return answer
 
 
-def make_answerer(model_path: str, *, adapter: str | None = None, llava: str | None = None,
-                  visual_encoder: str | None = None, template: str | None = None, device: str = "auto",
-                  dtype: str = "auto", max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, system: str | None = None,
-                  trust_remote_code: bool = False) -> AnswerFn:
-    """The answerer for a model given as on the command line.
+def vlm_answerer(loaded, *, settings=None, system: str | None = None) -> AnswerFn:
+    """Answer with a loaded vision-language model (`loaded.vision` set), images included."""
+    from mmtune.infer.engine import generate_reply
 
-    With `llava` or `visual_encoder` the VLM answerer of vlm.py is built; otherwise `model_path`
-    (+ `adapter`) is loaded, and answers with its images when it is an exported LLaVA model, as a
-    text model (images ignored) when not.
-    """
-    settings = eval_settings(max_new_tokens)
-    if llava or visual_encoder:
-        from mmtune.eval.vlm import make_vlm_answerer
+    if getattr(loaded, "vision", None) is None:
+        raise MmtuneError(f"{loaded.name} is not a vision-language model")
+    settings = settings or eval_settings()
 
-        return make_vlm_answerer(model_path, llava=llava, visual_encoder=visual_encoder, adapter=adapter,
-                                 template=template, device=device, dtype=dtype, settings=settings, system=system,
-                                 trust_remote_code=trust_remote_code)
-    from mmtune.infer.load import load_for_inference
+    def answer(items: Sequence[EvalItem]) -> list[str]:
+        replies = []
+        for item in items:
+            messages = item_messages(item, system, image_placeholder=IMAGE_PLACEHOLDER)
+            replies.append(generate_reply(loaded.model, loaded.tokenizer, loaded.template, messages, settings,
+                                          images=item.images or None, vision=loaded.vision))
+        return replies
 
-    loaded = load_for_inference(model_path, adapter=adapter, template=template, device=device, dtype=dtype,
-                                trust_remote_code=trust_remote_code)
-    if getattr(loaded, "vision", None) is not None:
-        from mmtune.eval.vlm import vlm_answerer
-
-        return vlm_answerer(loaded, settings=settings, system=system)
-    return text_answerer(loaded.model, loaded.tokenizer, loaded.template, settings=settings, system=system)
+    return answer

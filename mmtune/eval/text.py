@@ -21,7 +21,8 @@ from typing import Callable, Sequence
 import torch
 
 from mmtune.data.conversation import Conversation
-from mmtune.data.encode import IGNORE_INDEX, ConversationEncoder, with_system
+from mmtune.constants import IGNORE_INDEX
+from mmtune.data.encode import ConversationEncoder, with_system
 from mmtune.infer.engine import GenerationSettings
 
 
@@ -75,7 +76,7 @@ def evaluate_text(model, tokenizer, template, conversations: Sequence[Conversati
     Works on a model in memory (e.g. from a training callback): it switches to eval mode and back.
     Conversations longer than `max_length` tokens are cut like training cuts them.
     `on_batch(n)` is called after each batch of `n` generations (progress bars)."""
-    from mmtune.eval.generate import generate_replies
+    from mmtune.infer.engine import generate_replies
 
     encoder = ConversationEncoder(tokenizer, template, max_length, "truncate", system)
     was_training = model.training

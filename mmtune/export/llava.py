@@ -12,40 +12,33 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from mmtune.data.templates import Template, get_template
-from mmtune.errors import MmtuneError
-from mmtune.train.vlm import build_llava_for_recipe
+from mmtune.builders.model import llava_for_recipe
+from mmtune.data.templates import get_template, store_template
+from mmtune.models.load import load_pretrained
+from mmtune.rundir import is_adapter_dir
 
 log = logging.getLogger(__name__)
 
 
 def export_llava(recipe, checkpoint: Path, out: Path) -> str:
-    from mmtune.export.to_hf import is_adapter_dir
-
     if recipe.method.stage == "pretrain":
         return _export_projector(recipe, checkpoint, out)
-    model, processor = build_llava_for_recipe(recipe, "float32")
+    model, processor = llava_for_recipe(recipe, "float32")
     if is_adapter_dir(checkpoint):
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, str(checkpoint)).merge_and_unload()
+        model = load_pretrained(PeftModel, checkpoint, "the adapter", model).merge_and_unload()
         kind = "LLaVA model (adapter merged)"
     else:
         from transformers import AutoModelForImageTextToText
 
-        try:
-            model = AutoModelForImageTextToText.from_pretrained(str(checkpoint), dtype="auto",
-                                                               trust_remote_code=recipe.model.trust_remote_code)
-        except (OSError, ValueError) as e:
-            raise MmtuneError(f"cannot read the model in {str(checkpoint)!r}: {e}".splitlines()[0]) from None
+        model = load_pretrained(AutoModelForImageTextToText, checkpoint, "the trained model", dtype="auto",
+                                trust_remote_code=recipe.model.trust_remote_code)
         kind = "LLaVA model"
     model.config.use_cache = True
     model.config.text_config.use_cache = True
     model.save_pretrained(str(out))
-    template = get_template(recipe.data.template, processor.tokenizer)
-    if isinstance(template, Template):
-        processor.tokenizer.chat_template = template.to_jinja()
-        processor.chat_template = processor.tokenizer.chat_template
+    store_template(processor.tokenizer, get_template(recipe.data.template, processor.tokenizer), processor)
     processor.save_pretrained(str(out))
     return kind
 
@@ -60,7 +53,7 @@ def _export_projector(recipe, checkpoint: Path, out: Path) -> str:
         for name in (WEIGHTS_NAME, INFO_NAME):
             shutil.copyfile(checkpoint / name, out / name)
         return "pretrained projector"
-    model, _ = build_llava_for_recipe(recipe, "float32")
+    model, _ = llava_for_recipe(recipe, "float32")
     load_projector_from_state(model, checkpoint)
     save_projector(model, out)
     return "pretrained projector"

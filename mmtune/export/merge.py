@@ -7,8 +7,8 @@ import shutil
 from pathlib import Path
 
 from mmtune.errors import MmtuneError
-from mmtune.export.to_hf import has_tokenizer, is_adapter_dir
-from mmtune.train.callbacks import read_meta, write_meta
+from mmtune.models.load import load_pretrained
+from mmtune.rundir import has_tokenizer, is_adapter_dir, read_meta, write_meta
 
 log = logging.getLogger(__name__)
 
@@ -24,16 +24,14 @@ def merge_adapter(base: str, adapter: str | Path, out: str | Path, *, max_shard_
         raise MmtuneError(f"{str(adapter)!r} is not a peft adapter directory (no adapter_config.json)",
                           hint="export a checkpoint first: mmtune convert to-hf CONFIG CHECKPOINT OUT")
     torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
-    try:
-        model = AutoModelForCausalLM.from_pretrained(base, dtype=torch_dtype, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as e:
-        raise MmtuneError(f"cannot load the base model {base!r}: {e}".splitlines()[0]) from None
-    model = PeftModel.from_pretrained(model, str(adapter))
+    model = load_pretrained(AutoModelForCausalLM, base, "the base model", dtype=torch_dtype,
+                            trust_remote_code=trust_remote_code)
+    model = load_pretrained(PeftModel, adapter, "the adapter", model)
     merged = model.merge_and_unload()
     merged.config.use_cache = True
     merged.save_pretrained(str(out), max_shard_size=max_shard_size)
     tokenizer_source = str(adapter) if has_tokenizer(adapter) else base
-    AutoTokenizer.from_pretrained(tokenizer_source, trust_remote_code=trust_remote_code).save_pretrained(str(out))
+    load_pretrained(AutoTokenizer, tokenizer_source, "the tokenizer", trust_remote_code=trust_remote_code).save_pretrained(str(out))
     meta = read_meta(adapter) or {}
     meta.update({"merged_from": {"base": base, "adapter": str(adapter)}})
     write_meta(out, meta)

@@ -12,24 +12,13 @@ import logging
 import shutil
 from pathlib import Path
 
-from mmtune.data.templates import Template, get_template
+from mmtune.builders.tokenizer import tokenizer_and_template
 from mmtune.errors import MmtuneError
-from mmtune.train.callbacks import read_meta, write_meta
-from mmtune.train.checkpoints import has_weights
-from mmtune.train.deepspeed.consolidate import is_unconsolidated_zero_checkpoint
+from mmtune.models.load import load_pretrained, load_tokenizer
+from mmtune.rundir import has_tokenizer, has_weights, is_adapter_dir, is_unconsolidated_zero_checkpoint, read_meta, write_meta
 
 log = logging.getLogger(__name__)
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
-                   "tokenizer.model", "vocab.json", "merges.txt", "added_tokens.json")
-
-
-def is_adapter_dir(path: Path) -> bool:
-    return (Path(path) / "adapter_config.json").exists()
-
-
-def has_tokenizer(path: Path) -> bool:
-    return (Path(path) / "tokenizer_config.json").exists()
 
 
 def check_checkpoint(checkpoint: Path) -> None:
@@ -45,12 +34,8 @@ def check_checkpoint(checkpoint: Path) -> None:
 
 def export_tokenizer(recipe, checkpoint: Path, out: Path) -> None:
     """Tokenizer of the run (from the checkpoint, else the base model) with the training template."""
-    from mmtune.models.load import load_tokenizer
-
     tokenizer = load_tokenizer(recipe.model, str(checkpoint) if has_tokenizer(checkpoint) else None)
-    template = get_template(recipe.data.template, tokenizer)
-    if isinstance(template, Template):
-        tokenizer.chat_template = template.to_jinja()
+    tokenizer_and_template(recipe, tokenizer)
     tokenizer.save_pretrained(str(out))
 
 
@@ -84,7 +69,7 @@ def checkpoint_to_hf(recipe, checkpoint: str | Path, out: str | Path) -> Path:
 
 
 def _export_zero_shards(recipe, checkpoint: Path, out: Path) -> str:
-    from mmtune.train.deepspeed.consolidate import consolidate_adapter, consolidate_full
+    from mmtune.export.zero_shards import consolidate_adapter, consolidate_full
 
     trust = recipe.model.trust_remote_code
     if is_adapter_dir(checkpoint):
@@ -97,11 +82,7 @@ def _export_zero_shards(recipe, checkpoint: Path, out: Path) -> str:
 def _export_full_model(recipe, checkpoint: Path, out: Path) -> None:
     from transformers import AutoModelForCausalLM
 
-    try:
-        model = AutoModelForCausalLM.from_pretrained(
-            str(checkpoint), dtype="auto", trust_remote_code=recipe.model.trust_remote_code
-        )
-    except (OSError, ValueError) as e:
-        raise MmtuneError(f"cannot read the model in {str(checkpoint)!r}: {e}".splitlines()[0]) from None
+    model = load_pretrained(AutoModelForCausalLM, checkpoint, "the trained model", dtype="auto",
+                            trust_remote_code=recipe.model.trust_remote_code)
     model.config.use_cache = True  # training turned it off
     model.save_pretrained(str(out))

@@ -74,9 +74,6 @@ class StreamOptions(_Strict):
     include_obfuscation: bool | None = None  # accepted and ignored
 
 
-# OpenAI fields that do not change the answer: accepted and ignored.
-IGNORED = ("user", "metadata", "store", "service_tier", "prompt_cache_key", "safety_identifier",
-           "parallel_tool_calls", "reasoning_effort", "verbosity")
 # OpenAI fields that would change the answer in ways we cannot honour: a 400 unless left at the default.
 UNSUPPORTED_DEFAULTS = {"n": 1, "logprobs": False, "top_logprobs": None, "tools": None, "functions": None,
                         "tool_choice": None, "function_call": None, "response_format": None, "audio": None,
@@ -98,7 +95,7 @@ class ChatRequest(_Strict):
     stream: bool = False
     stream_options: StreamOptions | None = None
 
-    # Known to OpenAI; see the module docstring for what happens to each.
+    # Known to OpenAI and accepted; these do not change the answer and are ignored.
     user: Any = None
     metadata: Any = None
     store: Any = None
@@ -108,6 +105,7 @@ class ChatRequest(_Strict):
     parallel_tool_calls: Any = None
     reasoning_effort: Any = None
     verbosity: Any = None
+    # Known to OpenAI, and a 400 unless left at the default (UNSUPPORTED_DEFAULTS).
     n: Any = 1
     logprobs: Any = False
     top_logprobs: Any = None

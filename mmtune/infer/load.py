@@ -13,6 +13,8 @@ from pathlib import Path
 from mmtune.data.conversation import Message
 from mmtune.data.templates import ChatFormat, TokenizerTemplate, get_template
 from mmtune.errors import MmtuneError
+from mmtune.models.load import check_source, load_pretrained, pick_device
+from mmtune.rundir import has_tokenizer, is_adapter_dir, read_meta
 
 log = logging.getLogger(__name__)
 _PROBE = [Message("system", "S"), Message("user", "Q"), Message("assistant", "A"), Message("user", "Q2")]
@@ -57,7 +59,7 @@ def _finish(model, tokenizer, template: str | None, name: str, device: str, visi
     if adapter:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, adapter)
+        model = load_pretrained(PeftModel, adapter, "the adapter", model)
     model.to(device).eval()
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -66,8 +68,8 @@ def _finish(model, tokenizer, template: str | None, name: str, device: str, visi
 
 def _check_paths(*paths) -> None:
     for p in paths:
-        if p and (p.startswith((".", "/", "~")) or Path(p).exists()) and not Path(p).expanduser().exists():
-            raise MmtuneError(f"{p!r} does not exist")
+        if p:
+            check_source(p)
 
 
 def load_for_inference(model_path: str, *, adapter: str | None = None, template: str | None = None,
@@ -76,20 +78,15 @@ def load_for_inference(model_path: str, *, adapter: str | None = None, template:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from mmtune.export.to_hf import has_tokenizer
-    from mmtune.models.load import pick_device
-
     _check_paths(model_path, adapter)
     device = pick_device(device)
     torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
     if _is_vlm_dir(model_path):
         return _load_llava_dir(model_path, adapter, template, device, torch_dtype, trust_remote_code)
     tok_source = adapter if adapter and has_tokenizer(Path(adapter)) else model_path
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(tok_source, trust_remote_code=trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch_dtype, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as e:
-        raise MmtuneError(f"cannot load {model_path!r}: {e}".splitlines()[0]) from None
+    tokenizer = load_pretrained(AutoTokenizer, tok_source, "the tokenizer", trust_remote_code=trust_remote_code)
+    model = load_pretrained(AutoModelForCausalLM, model_path, "the model", dtype=torch_dtype,
+                            trust_remote_code=trust_remote_code)
     return _finish(model, tokenizer, template, adapter or model_path, device, adapter=adapter)
 
 
@@ -97,13 +94,10 @@ def _load_llava_dir(path, adapter, template, device, torch_dtype, trust_remote_c
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     from mmtune.infer.vision import vision_inputs_for
-    from mmtune.train.callbacks import read_meta
 
-    try:
-        processor = AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
-        model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch_dtype, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as e:
-        raise MmtuneError(f"cannot load the vision-language model {path!r}: {e}".splitlines()[0]) from None
+    processor = load_pretrained(AutoProcessor, path, "the processor", trust_remote_code=trust_remote_code)
+    model = load_pretrained(AutoModelForImageTextToText, path, "the vision-language model", dtype=torch_dtype,
+                            trust_remote_code=trust_remote_code)
     vision = vision_inputs_for(model, processor.tokenizer, processor.image_processor, read_meta(Path(path)))
     return _finish(model, processor.tokenizer, template, adapter or path, device, vision, adapter=adapter)
 
@@ -112,12 +106,9 @@ def load_llava_parts(llm: str, visual_encoder: str, llava_dir: str, *, template:
                      trust_remote_code: bool = False) -> LoadedModel:
     """XTuner's `chat LLM --visual-encoder ENC --llava DIR`: LLM + vision encoder + the projector (and
     adapter, if any) that a LLaVA run saved in DIR."""
-    from mmtune.export.to_hf import has_tokenizer, is_adapter_dir
     from mmtune.infer.vision import vision_inputs_for
     from mmtune.models.llava import build_llava
-    from mmtune.models.load import pick_device
     from mmtune.models.projector import INFO_NAME, load_projector, read_projector_info
-    from mmtune.train.callbacks import read_meta
 
     _check_paths(llm, visual_encoder, llava_dir)
     d = Path(llava_dir)
@@ -137,7 +128,7 @@ def load_llava_parts(llm: str, visual_encoder: str, llava_dir: str, *, template:
     if is_adapter_dir(d):
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, str(d)).merge_and_unload()
+        model = load_pretrained(PeftModel, d, "the adapter", model).merge_and_unload()
     elif not (d / INFO_NAME).exists():
         raise MmtuneError(f"{llava_dir!r} holds neither a projector (projector.json) nor an adapter",
                           hint="point --llava at the final/ or checkpoint-N dir of a LLaVA run")

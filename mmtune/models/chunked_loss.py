@@ -10,24 +10,26 @@ hidden-state gradient (tokens x hidden) and, when the head trains, its weight gr
 autograd would allocate anyway). The arithmetic is the same as autograd's (softmax - one-hot),
 so the loss and gradients equal the plain path's to rounding (tests/models/test_chunked_loss.py).
 
-`use_chunked_loss(model)` gives a model this loss for training by replacing its `forward` on the
-instance, for transformers classes whose forward is the plain "decoder -> lm_head -> causal LM
-loss" (the allow-list below, checked by the tests against the class's own forward). Evaluation,
-generation and anything without labels run the class's own forward, unchanged. Not used when the
-head is not a plain `nn.Linear` (LoRA on `lm_head`, `modules_to_save`) or its weight is sharded
+`ChunkedLoss.for_model(model)` gives the training loss of a model without changing the model:
+the trainer's `compute_loss` calls it with the batch (`mmtune.train.trainer`). It runs the model's
+own forward (through any DDP / DeepSpeed wrapper) with `logits_to_keep=1`, so the head projects one
+position per row, takes the decoder's output (the head's input) with a forward hook that lives for
+that one call, and computes the loss from it and the head's weight. Only for transformers classes
+whose forward is the plain "decoder -> lm_head -> causal LM loss" (the allow-list below, checked by
+the tests against the class's own forward). Evaluation and generation are untouched. Not used when
+the head is not a plain `nn.Linear` (LoRA on `lm_head`, `modules_to_save`) or its weight is sharded
 (DeepSpeed ZeRO-3, FSDP), where the weight is only whole inside the head's own forward.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
-import types
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from mmtune.data.encode import IGNORE_INDEX
+from mmtune.constants import IGNORE_INDEX
 from mmtune.models.patching import transformers_forward_class
 
 log = logging.getLogger(__name__)
@@ -123,10 +125,14 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, bias: torch
     return _ChunkedLinearCrossEntropy.apply(hidden, weight, bias, targets, divisor, rows)
 
 
+def _base(model):
+    return model.get_base_model() if hasattr(model, "get_base_model") else model  # peft
+
+
 def supports_chunked_loss(model) -> str | None:
-    """None when `use_chunked_loss` can take `model` (a transformers model, peft-wrapped or not),
+    """None when the chunked loss can train `model` (a transformers model, peft-wrapped or not),
     else why not."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = _base(model)
     if transformers_forward_class(base) not in PLAIN_HEAD_CLASSES:
         return f"{type(base).__name__}'s forward is not one mmtune knows to be decoder -> lm_head -> loss"
     return _head_problem(getattr(base, "lm_head", None))
@@ -141,40 +147,44 @@ def _head_problem(head) -> str | None:
     return None
 
 
-def use_chunked_loss(model) -> bool:
-    """Train `model` with `linear_cross_entropy`; True when done, False (logged) when it keeps its own."""
-    why_not = supports_chunked_loss(model)
-    if why_not:
-        log.info("chunked loss off: %s", why_not)
-        return False
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+@dataclass
+class ChunkedLoss:
+    """The causal-LM loss of one model, computed from its decoder's output and its head's weight."""
 
-    @functools.wraps(type(base).forward)  # keeps the class's signature: generate() checks its kwargs against it
-    def forward(self, *args, **kwargs):
-        return _chunked_loss_forward(self, *args, **kwargs)
+    decoder: nn.Module  # the module whose output's first field feeds lm_head (`model.model`)
+    head: nn.Linear
 
-    base.forward = types.MethodType(forward, base)
-    return True
+    @classmethod
+    def for_model(cls, model) -> "ChunkedLoss | None":
+        """The chunked loss of `model`, or None (logged) when it keeps its own loss."""
+        why_not = supports_chunked_loss(model)
+        if why_not:
+            log.info("chunked loss off: %s", why_not)
+            return None
+        base = _base(model)
+        return cls(base.model, base.lm_head)
 
+    def __call__(self, model, inputs: dict, num_items_in_batch=None):
+        """(loss, outputs) of `model` (the model this was made for, or a DDP / DeepSpeed wrapper of
+        it) on a training batch with `labels` (and the collator's `logits_to_keep` mask and
+        `shift_labels`, when it gives them): the class's own loss, with no vocabulary-sized logits.
+        `num_items_in_batch` divides the summed loss as transformers' causal-LM loss does."""
+        inputs = dict(inputs)
+        labels = inputs.pop("labels")
+        shift_labels = inputs.pop("shift_labels", None)
+        keep = inputs.pop("logits_to_keep", 0)
+        inputs.pop("num_items_in_batch", None)
+        captured = []
+        handle = self.decoder.register_forward_hook(lambda module, args, output: captured.append(output[0]))
+        try:
+            outputs = model(**inputs, logits_to_keep=1)  # the head projects one position per row
+        finally:
+            handle.remove()
+        from transformers.modeling_utils import slice_logits_to_keep
 
-def _chunked_loss_forward(self, *args, labels=None, logits_to_keep=0, **kwargs):
-    """The class's forward, except that a training step with labels gets the loss from
-    `linear_cross_entropy` and no logits."""
-    shift_labels = kwargs.get("shift_labels")
-    own_forward = type(self).forward.__get__(self)
-    if not (self.training and torch.is_grad_enabled()) or (labels is None and shift_labels is None):
-        return own_forward(*args, labels=labels, logits_to_keep=logits_to_keep, **kwargs)
-    if _head_problem(self.lm_head):  # e.g. a head sharded after the patch: the class's own path
-        return own_forward(*args, labels=labels, logits_to_keep=logits_to_keep, **kwargs)
-    from transformers.modeling_outputs import CausalLMOutputWithPast
-    from transformers.modeling_utils import slice_logits_to_keep
-
-    kwargs.pop("shift_labels", None)
-    num_items_in_batch = kwargs.pop("num_items_in_batch", None)
-    outputs = self.model(*args, **kwargs)
-    hidden = slice_logits_to_keep(outputs[0], logits_to_keep)
-    if shift_labels is None:  # tokens < n predict n, as transformers' ForCausalLMLoss shifts
-        shift_labels = nn.functional.pad(labels, (0, 1), value=IGNORE_INDEX)[..., 1:]
-    loss = linear_cross_entropy(hidden, self.lm_head.weight, self.lm_head.bias, shift_labels,
-                                num_items_in_batch=num_items_in_batch)
-    return CausalLMOutputWithPast(loss=loss, hidden_states=outputs.hidden_states, attentions=outputs.attentions)
+        hidden = slice_logits_to_keep(captured[-1], keep)
+        if shift_labels is None:  # tokens < n predict n, as transformers' ForCausalLMLoss shifts
+            shift_labels = nn.functional.pad(labels, (0, 1), value=IGNORE_INDEX)[..., 1:]
+        loss = linear_cross_entropy(hidden, self.head.weight, self.head.bias, shift_labels,
+                                    num_items_in_batch=num_items_in_batch)
+        return loss, outputs

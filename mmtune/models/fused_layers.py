@@ -12,20 +12,23 @@ keeping a float32 copy). The forward values are computed by the same operations 
 rounding (tests/models/test_fused_layers.py). The same idea as liger-kernel's fused RMSNorm and
 SwiGLU, in plain torch, so it runs on CPU and on any GPU.
 
-`use_fused_layers(model)` replaces `forward` on the instances of the allow-listed transformers
-classes below, for steps that build a graph (training); evaluation and generation (no grad) run
-the classes' own forward. Not used under ZeRO-3 / FSDP, where a norm's weight is whole only while
-hooks have gathered it.
+`fused_layers(model)` swaps each module of the allow-listed transformers classes below for an
+mmtune module (`FusedRMSNorm`, `FusedGatedMLP`) holding the same parameters and submodules under
+the same names, so parameters, state dicts, checkpoints and optimizers see no difference; on
+leaving the context the original modules go back. The fused forward runs for steps that build a
+graph (training); without grad (evaluation, generation) the original module runs. Not used under
+ZeRO-3 / FSDP, where a norm's weight is whole only while hooks have gathered it.
 """
 
 from __future__ import annotations
 
-import types
+from contextlib import contextmanager
+from typing import Iterator
 
 import torch
 from torch import nn
 
-from mmtune.models.patching import transformers_forward_class
+from mmtune.models.patching import ModuleSwaps, transformers_forward_class
 
 # transformers classes whose forward is exactly the Llama RMSNorm / `down(act(gate(x)) * up(x))`
 # (checked against each class's own forward by the tests); Gemma's (1 + weight) and OLMo 2's
@@ -82,16 +85,36 @@ def silu_mul(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     return _SiluMul.apply(gate, up)
 
 
-def _norm_forward(self, hidden_states):
-    if not torch.is_grad_enabled():
-        return type(self).forward(self, hidden_states)
-    return rms_norm(hidden_states, self.weight, self.variance_epsilon)
+class FusedRMSNorm(nn.Module):
+    """An allow-listed RMSNorm (its `weight` parameter, same state-dict key) whose training forward
+    keeps only its input and one scale per token for backward."""
+
+    def __init__(self, original: nn.Module):
+        super().__init__()
+        self.weight = original.weight
+        self.variance_epsilon = original.variance_epsilon
+        object.__setattr__(self, "original", original)  # not a submodule: no second name for the weight
+
+    def forward(self, hidden_states):
+        if not torch.is_grad_enabled():
+            return self.original(hidden_states)
+        return rms_norm(hidden_states, self.weight, self.variance_epsilon)
 
 
-def _mlp_forward(self, x):
-    if not torch.is_grad_enabled():
-        return type(self).forward(self, x)
-    return self.down_proj(silu_mul(self.gate_proj(x), self.up_proj(x)))
+class FusedGatedMLP(nn.Module):
+    """An allow-listed `down(silu(gate(x)) * up(x))` MLP (its projections, same names) whose
+    training forward keeps gate and up, not silu(gate) and the product, for backward."""
+
+    def __init__(self, original: nn.Module):
+        super().__init__()
+        self.gate_proj, self.up_proj, self.down_proj = original.gate_proj, original.up_proj, original.down_proj
+        self.act_fn = original.act_fn
+        object.__setattr__(self, "original", original)
+
+    def forward(self, x):
+        if not torch.is_grad_enabled():
+            return self.original(x)
+        return self.down_proj(silu_mul(self.gate_proj(x), self.up_proj(x)))
 
 
 def _is_silu(act) -> bool:
@@ -99,18 +122,30 @@ def _is_silu(act) -> bool:
                                         and type(act).__module__.startswith("transformers."))
 
 
-def use_fused_layers(model) -> tuple[int, int]:
-    """Give the allow-listed RMSNorm and SiLU-gated MLP modules of `model` (peft-wrapped or not)
-    the fused forward; returns (norms, MLPs) changed."""
-    norms = mlps = 0
-    for module in model.modules():
-        name = transformers_forward_class(module)
-        if name in RMS_NORM_CLASSES and isinstance(getattr(module, "weight", None), torch.Tensor) \
-                and hasattr(module, "variance_epsilon"):
-            module.forward = types.MethodType(_norm_forward, module)
-            norms += 1
-        elif name in GATED_MLP_CLASSES and _is_silu(getattr(module, "act_fn", None)) \
-                and all(hasattr(module, p) for p in ("gate_proj", "up_proj", "down_proj")):
-            module.forward = types.MethodType(_mlp_forward, module)
-            mlps += 1
-    return norms, mlps
+def fused_replacement(module: nn.Module) -> nn.Module | None:
+    """The fused module for `module`, or None when it is not of an allow-listed class."""
+    name = transformers_forward_class(module)
+    if name in RMS_NORM_CLASSES and isinstance(getattr(module, "weight", None), torch.Tensor) \
+            and hasattr(module, "variance_epsilon"):
+        return FusedRMSNorm(module)
+    if name in GATED_MLP_CLASSES and _is_silu(getattr(module, "act_fn", None)) \
+            and all(hasattr(module, p) for p in ("gate_proj", "up_proj", "down_proj")):
+        return FusedGatedMLP(module)
+    return None
+
+
+@contextmanager
+def fused_layers(model) -> Iterator[tuple[int, int]]:
+    """Within the context, the allow-listed RMSNorm and SiLU-gated MLP modules of `model` (peft-
+    wrapped or not) are fused ones; yields (norms, MLPs) swapped. The originals return on exit."""
+    swaps = ModuleSwaps(model)
+    for name, module in list(model.named_modules()):
+        replacement = fused_replacement(module)
+        if replacement is not None:
+            swaps.replace(name, replacement)
+    counts = (sum(isinstance(m, FusedRMSNorm) for m in swaps.new_modules()),
+              sum(isinstance(m, FusedGatedMLP) for m in swaps.new_modules()))
+    try:
+        yield counts
+    finally:
+        swaps.revert()

@@ -17,6 +17,8 @@ import logging
 import torch
 
 from mmtune.errors import MmtuneError
+from mmtune.models.load import DTYPES, load_pretrained
+from mmtune.models.projectors import PROJECTORS, Projector, get_projector
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +29,6 @@ FEATURE_SELECTS = ("patch", "cls_patch")
 
 
 def _dtype(dtype):
-    from mmtune.models.load import DTYPES
-
     if isinstance(dtype, torch.dtype) or dtype == "auto":
         return dtype
     if dtype not in DTYPES:
@@ -69,7 +69,7 @@ def vision_feature_select(config) -> str:
 
 def image_tokens_per_image(config) -> int:
     """How many `<image>` tokens one image becomes in input_ids (= image features per image)."""
-    if getattr(config, "query_nums", None):  # resampler: a fixed number of learned queries
+    if projector_for_config(config).fixed_tokens:  # resampler: a fixed number of learned queries
         return int(config.query_nums)
     v = config.vision_config
     n = (v.image_size // v.patch_size) ** 2 + extra_tokens(v)
@@ -80,14 +80,11 @@ def load_vision_encoder(vision_path: str, *, dtype=torch.float32, trust_remote_c
     """(vision model, image processor). A full CLIPModel/SiglipModel dir gives its vision half."""
     from transformers import MODEL_MAPPING, AutoConfig, AutoImageProcessor
 
-    try:
-        cfg = AutoConfig.from_pretrained(vision_path, trust_remote_code=trust_remote_code)
-        vcfg = getattr(cfg, "vision_config", None) or cfg  # openai/clip-* hub dirs hold vision + text
-        extra_tokens(vcfg)
-        model = MODEL_MAPPING[type(vcfg)].from_pretrained(vision_path, config=vcfg, dtype=dtype)
-        image_processor = AutoImageProcessor.from_pretrained(vision_path)
-    except (OSError, ValueError) as e:
-        raise MmtuneError(f"cannot load the vision encoder from {vision_path!r}: {e}".splitlines()[0]) from None
+    cfg = load_pretrained(AutoConfig, vision_path, "the vision encoder", trust_remote_code=trust_remote_code)
+    vcfg = getattr(cfg, "vision_config", None) or cfg  # openai/clip-* hub dirs hold vision + text
+    extra_tokens(vcfg)
+    model = load_pretrained(MODEL_MAPPING[type(vcfg)], vision_path, "the vision encoder", config=vcfg, dtype=dtype)
+    image_processor = load_pretrained(AutoImageProcessor, vision_path, "the image processor")
     size = getattr(image_processor, "crop_size", None) if getattr(image_processor, "do_center_crop", False) else None
     size = size or image_processor.size
     side = size.get("height") or size.get("shortest_edge")
@@ -113,27 +110,25 @@ def ensure_image_token(tokenizer, lm, token: str = IMAGE_TOKEN) -> int:
 
 def build_processor(tokenizer, image_processor, config):
     """The processor that expands each `<image>` to `image_tokens_per_image(config)` tokens."""
-    from transformers import LlavaProcessor
+    return projector_for_config(config).processor(tokenizer, image_processor, config, IMAGE_TOKEN,
+                                                  extra_tokens(config.vision_config))
 
-    if getattr(config, "query_nums", None):
-        from mmtune.models.modeling_llava_resampler import LlavaResamplerProcessor
 
-        return LlavaResamplerProcessor(
-            image_processor=image_processor,
-            tokenizer=tokenizer,
-            query_nums=config.query_nums,
-            image_token=IMAGE_TOKEN,
-            chat_template=tokenizer.chat_template,
-        )
-    return LlavaProcessor(
-        image_processor=image_processor,
-        tokenizer=tokenizer,
-        patch_size=config.vision_config.patch_size,
-        vision_feature_select_strategy=config.vision_feature_select_strategy,
-        image_token=IMAGE_TOKEN,
-        num_additional_image_tokens=extra_tokens(config.vision_config),
-        chat_template=tokenizer.chat_template,
-    )
+def projector_for_config(config) -> Projector:
+    """The registry entry of the projector a LLaVA config holds (its config class says which)."""
+    for projector in PROJECTORS.values():
+        if type(config) is projector.classes()[0]:
+            return projector
+    raise MmtuneError(f"{type(config).__name__} is not a LLaVA configuration mmtune builds")
+
+
+def llava_core(model):
+    """The `LlavaModel` inside `model` (a LlavaForConditionalGeneration, possibly peft-wrapped)."""
+    m = model.get_base_model() if hasattr(model, "get_base_model") else model
+    core = getattr(m, "model", m)
+    if not hasattr(core, "multi_modal_projector"):
+        raise MmtuneError(f"{type(m).__name__} is not a LLaVA model (no multi_modal_projector)")
+    return core
 
 
 def build_llava(
@@ -150,19 +145,13 @@ def build_llava(
     resampler_query_nums: int = 64,
 ):
     """(LlavaForConditionalGeneration, LlavaProcessor). Only the projector is newly initialised."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer, LlavaConfig, LlavaForConditionalGeneration
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from mmtune.models.projector import PROJECTOR_TYPES, build_projector
-
-    if projector not in PROJECTOR_TYPES:
-        raise MmtuneError(f"unknown projector {projector!r}", hint=f"one of {', '.join(PROJECTOR_TYPES)}")
+    kind = get_projector(projector)
     dtype = _dtype(dtype)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(tokenizer_path or lm_path, trust_remote_code=trust_remote_code)
-        kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
-        lm = AutoModelForCausalLM.from_pretrained(lm_path, dtype=dtype, trust_remote_code=trust_remote_code, **kwargs)
-    except (OSError, ValueError) as e:
-        raise MmtuneError(f"cannot load the LLM from {lm_path!r}: {e}".splitlines()[0]) from None
+    tokenizer = load_pretrained(AutoTokenizer, tokenizer_path or lm_path, "the tokenizer", trust_remote_code=trust_remote_code)
+    kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    lm = load_pretrained(AutoModelForCausalLM, lm_path, "the LLM", dtype=dtype, trust_remote_code=trust_remote_code, **kwargs)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     image_token_id = ensure_image_token(tokenizer, lm)
@@ -186,15 +175,10 @@ def build_llava(
         projector_hidden_act="gelu",
         multimodal_projector_bias=True,
     )
-    if projector == "resampler":
-        if vision_feature_select != "patch":
-            raise MmtuneError("the resampler projector needs vision_feature_select: patch (a square patch grid)")
-        from mmtune.models.modeling_llava_resampler import LlavaResamplerConfig as config_cls
-        from mmtune.models.modeling_llava_resampler import LlavaResamplerForConditionalGeneration as model_cls
-
-        common["query_nums"] = resampler_query_nums
-    else:
-        config_cls, model_cls = LlavaConfig, LlavaForConditionalGeneration
+    if kind.fixed_tokens and vision_feature_select != "patch":
+        raise MmtuneError(f"the {kind.name} projector needs vision_feature_select: patch (a square patch grid)")
+    config_cls, model_cls = kind.classes()
+    common.update(kind.config_fields(resampler_query_nums))
     config = config_cls(**common, image_seq_length=0)
     config.image_seq_length = image_tokens_per_image(config)
 
@@ -205,7 +189,7 @@ def build_llava(
     core.vision_tower = vision
     core.language_model = lm.base_model  # Qwen2Model / LlamaModel: the LM without its head
     model.lm_head = lm.get_output_embeddings()
-    core.multi_modal_projector = build_projector(projector, config)
+    core.multi_modal_projector = kind.build(config)
     core.multi_modal_projector.to(device=lm.device, dtype=lm.dtype)
     left = [n for n, p in model.named_parameters() if p.is_meta] + [n for n, b in model.named_buffers() if b.is_meta]
     if left:

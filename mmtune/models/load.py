@@ -1,7 +1,9 @@
 """Load tokenizers and causal LMs the way real checkpoints are loaded: `from_pretrained`.
 
 One place decides dtype, attention implementation, 4-bit quantization and `trust_remote_code`
-(off unless the recipe turns it on).
+(off unless the recipe turns it on); `load_pretrained` is the one way mmtune calls
+`from_pretrained`, so a path that does not exist or a checkpoint that does not load is one line
+naming what and where.
 """
 
 from __future__ import annotations
@@ -27,22 +29,31 @@ def pick_device(requested: str = "auto") -> str:
     return requested
 
 
-def _check_source(path: str) -> None:
+def check_source(path: str) -> None:
+    """A path that looks local (absolute, ./, ~, or existing) must exist; anything else may be a hub id."""
     p = Path(path)
     looks_local = p.is_absolute() or path.startswith((".", "~")) or p.exists()
     if looks_local and not p.expanduser().exists():
-        raise MmtuneError(f"model path {path!r} does not exist", hint="give a local directory or a hub id")
+        raise MmtuneError(f"path {path!r} does not exist", hint="give a local directory or a hub id")
+
+
+def load_pretrained(loader, source, what: str, *args, hint: str | None = None, **kwargs):
+    """`loader.from_pretrained(*args, source, **kwargs)` (a transformers Auto class or model class,
+    or a peft class), with the path checked first and a failure to load turned into one user-error
+    line: "cannot load WHAT from SOURCE: the reason"."""
+    source = str(source)
+    check_source(source)
+    try:
+        return loader.from_pretrained(*args, source, **kwargs)
+    except (OSError, ValueError) as e:
+        raise MmtuneError(f"cannot load {what} from {source!r}: {e}".splitlines()[0], hint=hint) from None
 
 
 def load_tokenizer(model_cfg, path: str | None = None):
     from transformers import AutoTokenizer
 
     source = path or model_cfg.tokenizer or model_cfg.path
-    _check_source(source)
-    try:
-        tok = AutoTokenizer.from_pretrained(source, trust_remote_code=model_cfg.trust_remote_code)
-    except (OSError, ValueError) as e:
-        raise MmtuneError(f"cannot load the tokenizer from {source!r}: {e}".splitlines()[0]) from None
+    tok = load_pretrained(AutoTokenizer, source, "the tokenizer", trust_remote_code=model_cfg.trust_remote_code)
     if tok.pad_token is None:
         # Padding positions are masked out of attention and loss; any existing token will do.
         tok.pad_token = tok.eos_token or tok.unk_token
@@ -71,7 +82,6 @@ def load_causal_lm(model_cfg, *, precision: str = "fp32", quantize_4bit: bool = 
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
     source = path or model_cfg.path
-    _check_source(source)
     compute_dtype = PRECISION_DTYPES[precision]
     if model_cfg.dtype != "auto":
         dtype = DTYPES[model_cfg.dtype]
@@ -90,10 +100,7 @@ def load_causal_lm(model_cfg, *, precision: str = "fp32", quantize_4bit: bool = 
             bnb_4bit_compute_dtype=compute_dtype,
         )
         kwargs["device_map"] = {"": device}
-    try:
-        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
-    except (OSError, ValueError) as e:
-        raise MmtuneError(f"cannot load the model from {source!r}: {e}".splitlines()[0]) from None
+    model = load_pretrained(AutoModelForCausalLM, source, "the model", **kwargs)
     if not quantize_4bit:
         model.to(device)
     return model

@@ -1,7 +1,13 @@
-"""Which transformers class defines a module's forward: the test mmtune's forward replacements
-(chunked loss, fused layers) use before trusting that a module computes what its allow-list says."""
+"""The one place where mmtune changes what runs inside an upstream model: swapping a module for an
+mmtune module with the same parameters and state-dict keys, and putting the original back.
+
+`transformers_forward_class` is the test the swaps (fused layers) and the chunked loss use before
+trusting that a module computes what their allow-lists say.
+"""
 
 from __future__ import annotations
+
+from torch import nn
 
 
 def transformers_forward_class(module) -> str | None:
@@ -11,3 +17,26 @@ def transformers_forward_class(module) -> str | None:
         if "forward" in cls.__dict__:
             return cls.__name__ if cls.__module__.startswith("transformers.") else None
     return None
+
+
+class ModuleSwaps:
+    """Modules of `model` replaced by name, and how to put the originals back (`revert`)."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self._done: list[tuple[nn.Module, str, nn.Module, nn.Module]] = []  # parent, child name, original, new
+
+    def replace(self, name: str, new: nn.Module) -> None:
+        parent_name, _, child = name.rpartition(".")
+        parent = self.model.get_submodule(parent_name)
+        original = parent.get_submodule(child)
+        setattr(parent, child, new)
+        self._done.append((parent, child, original, new))
+
+    def new_modules(self) -> list[nn.Module]:
+        return [new for _, _, _, new in self._done]
+
+    def revert(self) -> None:
+        for parent, child, original, _ in reversed(self._done):
+            setattr(parent, child, original)
+        self._done.clear()

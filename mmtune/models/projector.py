@@ -1,9 +1,5 @@
-"""The vision-to-language projector: build it, and save / load it alone (the pretrain stage's output).
-
-`mlp2x_gelu` is transformers' own `LlavaMultiModalProjector` (Linear -> GELU -> Linear), so a model
-using it is a plain `LlavaForConditionalGeneration`. `resampler` is MiniCPM-V's perceiver-style
-module (learned queries cross-attending to the vision features); it lives in the self-contained
-`modeling_llava_resampler.py`, which `save_pretrained` copies next to the weights (remote code).
+"""Save and load a LLaVA model's projector alone (the pretrain stage's output); the projector kinds
+themselves are in the registry of projectors.py.
 
 A saved projector is a directory with `projector.safetensors` (the module's state dict) and
 `projector.json` (type and shapes), so a finetune stage can check it fits before loading it.
@@ -18,22 +14,14 @@ from pathlib import Path
 from torch import nn
 
 from mmtune.errors import MmtuneError
+from mmtune.models.llava import image_tokens_per_image, llava_core, vision_feature_select
+from mmtune.models.projectors import projector_of
 
 log = logging.getLogger(__name__)
 
-PROJECTOR_TYPES = ("mlp2x_gelu", "resampler")
 WEIGHTS_NAME = "projector.safetensors"
 INFO_NAME = "projector.json"
 FORMAT = "mmtune-projector"
-
-
-def llava_core(model):
-    """The `LlavaModel` inside `model` (a LlavaForConditionalGeneration, possibly peft-wrapped)."""
-    m = model.get_base_model() if hasattr(model, "get_base_model") else model
-    core = getattr(m, "model", m)
-    if not hasattr(core, "multi_modal_projector"):
-        raise MmtuneError(f"{type(m).__name__} is not a LLaVA model (no multi_modal_projector)")
-    return core
 
 
 def projector_module(model) -> nn.Module:
@@ -52,55 +40,16 @@ def _all_projector_copies(model) -> list[nn.Module]:
     return [proj]
 
 
-def build_projector(kind: str, config) -> nn.Module:
-    """A freshly initialised projector for a LLaVA config (nn.Linear's own init, as LLaVA/XTuner)."""
-    if kind == "mlp2x_gelu":
-        from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
-
-        return LlavaMultiModalProjector(config)
-    if kind == "resampler":
-        from mmtune.models.modeling_llava_resampler import build_resampler
-
-        return build_resampler(config)
-    raise MmtuneError(f"unknown projector {kind!r}", hint=f"one of {', '.join(PROJECTOR_TYPES)}")
-
-
-def projector_type(module: nn.Module) -> str:
-    if hasattr(module, "linear_1") and hasattr(module, "linear_2"):
-        return "mlp2x_gelu"
-    if hasattr(module, "query") and hasattr(module, "attn"):
-        return "resampler"
-    raise MmtuneError(f"unknown projector module {type(module).__name__}")
-
-
-def projector_shapes(module: nn.Module) -> dict:
-    kind = projector_type(module)
-    if kind == "mlp2x_gelu":
-        return {
-            "input_dim": module.linear_1.in_features,
-            "hidden_dim": module.linear_1.out_features,
-            "output_dim": module.linear_2.out_features,
-        }
-    return {
-        "input_dim": module.kv_dim,
-        "hidden_dim": module.embed_dim,
-        "output_dim": module.embed_dim,
-        "query_nums": module.num_queries,
-        "num_heads": module.num_heads,
-    }
-
-
 def projector_info(model) -> dict:
     """What `projector.json` records: type, shapes, and which encoder/LM/feature layer it was trained on."""
-    from mmtune.models.llava import image_tokens_per_image, vision_feature_select
-
     module = projector_module(model)
     config = llava_core(model).config
+    kind = projector_of(module)
     return {
         "format": FORMAT,
         "version": 1,
-        "projector_type": projector_type(module),
-        **projector_shapes(module),
+        "projector_type": kind.name,
+        **kind.shapes(module),
         "vision_feature_layer": config.vision_feature_layer,
         "vision_feature_select": vision_feature_select(config),
         "image_tokens_per_image": image_tokens_per_image(config),
@@ -145,7 +94,8 @@ def load_projector(model, path_dir) -> dict:
     info = read_projector_info(path_dir)
     want = projector_info(model)
     where = str(Path(path_dir) / INFO_NAME)
-    keys = ["projector_type", *projector_shapes(projector_module(model))]
+    module = projector_module(model)
+    keys = ["projector_type", *projector_of(module).shapes(module)]
     for key in keys:
         if info.get(key) != want[key]:
             raise MmtuneError(

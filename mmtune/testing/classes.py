@@ -1,5 +1,5 @@
 """Tiny models of a named transformers class and small padded / packed batches, for tests that
-compare a patched model (chunked loss, fused layers) with the class's own forward and backward."""
+compare mmtune's memory savers (chunked loss, fused layers) with the class's own forward and backward."""
 
 from __future__ import annotations
 
@@ -31,9 +31,12 @@ def batches(vocab=97):
     return {"padded": PaddingCollator(0)(rows), "packed": FlatCollator(trained_logits_only=True)(rows)}
 
 
-def loss_and_grads(model, batch):
+def loss_and_grads(model, batch, loss_fn=None):
+    """(loss, parameter gradients) of one step: the model's own loss, or `loss_fn(model, batch)`'s
+    (a ChunkedLoss, called as the trainer calls it)."""
     model.zero_grad(set_to_none=True)
-    loss = model(**{k: v.clone() for k, v in batch.items()}).loss
+    batch = {k: v.clone() for k, v in batch.items()}
+    loss = loss_fn(model, batch)[0] if loss_fn is not None else model(**batch).loss
     loss.backward()
     return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 

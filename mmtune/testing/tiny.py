@@ -9,11 +9,10 @@ exactly like a hub model. Directories are cached (default `~/.cache/mmtune/tiny`
 
 from __future__ import annotations
 
-import os
 import random
-import shutil
-import tempfile
 from pathlib import Path
+
+from mmtune.testing.cache import build_atomically, cache_root
 
 BUILD_VERSION = "v3"  # bump when what is built changes, so caches rebuild
 SPECIAL_TOKENS = [
@@ -54,11 +53,6 @@ _ZH_PHRASES = """你 我 他 她 它 们 是 的 了 在 有 和 不 这 那 个
 团队 微调 数据 学习 知道 告诉 我们 中文 英文 代码 程序 世界 时间 朋友 家 工作 生活 专属 个人""".split()
 
 
-def cache_root() -> Path:
-    base = os.environ.get("MMTUNE_CACHE") or Path.home() / ".cache" / "mmtune"
-    return Path(base) / "tiny"
-
-
 def _corpus(n_lines: int = 6000, seed: int = 0) -> list[str]:
     rng = random.Random(seed)
     lines = []
@@ -71,26 +65,6 @@ def _corpus(n_lines: int = 6000, seed: int = 0) -> list[str]:
         lines.append(line)
     lines += [" ".join(_EN_WORDS), "".join(_ZH_PHRASES), "0123456789 ,.;:!?'\"()[]{}<>-_=+*/\\|@#$%^&~`"]
     return lines
-
-
-def _build_atomically(target: Path, build) -> Path:
-    if (target / ".complete").exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
-    try:
-        build(tmp)
-        (tmp / ".complete").write_text("ok\n")
-        try:
-            os.replace(tmp, target)
-        except OSError:  # another process finished first
-            if not (target / ".complete").exists():
-                shutil.rmtree(target, ignore_errors=True)
-                os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
 
 
 def build_tokenizer(out: Path) -> None:
@@ -123,7 +97,7 @@ def build_tokenizer(out: Path) -> None:
 
 
 def tiny_tokenizer_dir() -> Path:
-    return _build_atomically(cache_root() / f"tokenizer-{BUILD_VERSION}", build_tokenizer)
+    return build_atomically(cache_root() / f"tokenizer-{BUILD_VERSION}", build_tokenizer)
 
 
 def _lm_config(family: str, vocab_size: int, tokenizer):
@@ -172,24 +146,7 @@ def build_lm(out: Path, family: str, seed: int = 0) -> None:
 
 def tiny_lm_dir(family: str = "qwen2") -> Path:
     """A saved tiny causal LM with its tokenizer ("llama" or "qwen2")."""
-    return _build_atomically(cache_root() / f"{family}-{BUILD_VERSION}", lambda out: build_lm(out, family))
-
-
-def copy_tiny(kind: str, dest: Path) -> Path:
-    """Copy a cached tiny model (or the tokenizer) to `dest`, for demos that want their own copy."""
-    if kind == "tokenizer":
-        src = tiny_tokenizer_dir()
-    elif kind in ("clip", "siglip"):
-        from mmtune.testing.tiny_vision import tiny_vision_dir
-
-        src = tiny_vision_dir(kind)
-    else:
-        src = tiny_lm_dir(kind)
-    dest = Path(dest)
-    if dest.exists():
-        shutil.rmtree(dest)
-    shutil.copytree(src, dest, ignore=shutil.ignore_patterns(".complete"))
-    return dest
+    return build_atomically(cache_root() / f"{family}-{BUILD_VERSION}", lambda out: build_lm(out, family))
 
 
 if __name__ == "__main__":

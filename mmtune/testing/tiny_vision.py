@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mmtune.testing.tiny import _build_atomically, cache_root
+from mmtune.testing.cache import build_atomically, cache_root
 
 BUILD_VERSION = "v1"  # bump when what is built changes, so caches rebuild
 IMAGE_SIZE = 64
@@ -83,7 +83,7 @@ def tiny_vision_dir(kind: str = "clip") -> Path:
     """A saved tiny vision encoder with its image processor ("clip", "siglip" or "clip-full")."""
     if kind not in KINDS:
         raise ValueError(f"unknown tiny vision encoder {kind!r} ({', '.join(KINDS)})")
-    return _build_atomically(cache_root() / f"vision-{kind}-{BUILD_VERSION}", lambda out: build_vision(out, kind))
+    return build_atomically(cache_root() / f"vision-{kind}-{BUILD_VERSION}", lambda out: build_vision(out, kind))
 
 
 def tiny_image(seed: int = 0, size: tuple[int, int] = (70, 50)):

@@ -12,6 +12,7 @@ from transformers.trainer_callback import ProgressCallback
 
 from mmtune.data.conversation import IMAGE_PLACEHOLDER, Message
 from mmtune.errors import MmtuneError
+from mmtune.rundir import write_meta
 from mmtune.infer.engine import GenerationSettings, generate_reply
 
 log = logging.getLogger("mmtune.train")
@@ -69,14 +70,18 @@ class ReadableLogCallback(TrainerCallback):
     """One line per logging step in the log: step, loss, lr, grad norm; and a NaN guard."""
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if not logs or not state.is_world_process_zero:
+        if not logs:
             return
         loss = logs.get("loss")
+        # every rank logs the same (all-reduced) loss, so every rank stops here: a guard on rank 0
+        # alone would leave the others waiting in the next collective
         if loss is not None and not math.isfinite(loss):
             raise MmtuneError(
                 f"loss became {loss} at step {state.global_step}",
                 hint="lower train.lr, use bf16 instead of fp16, or check the data with `mmtune data check`",
             )
+        if not state.is_world_process_zero:
+            return
         fields = [f"step {state.global_step}/{state.max_steps}"]
         for key in ("loss", "learning_rate", "grad_norm", "train_loss"):
             if key in logs:
@@ -137,18 +142,6 @@ class MetaCallback(TrainerCallback):
             ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             if ckpt.is_dir():
                 write_meta(ckpt, self.meta)
-
-
-META_FILE = "mmtune_meta.json"
-
-
-def write_meta(directory: Path, meta: dict) -> None:
-    (Path(directory) / META_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False))
-
-
-def read_meta(directory: Path) -> dict | None:
-    path = Path(directory) / META_FILE
-    return json.loads(path.read_text()) if path.exists() else None
 
 
 class QuietProgressCallback(ProgressCallback):

@@ -14,9 +14,9 @@ land in `trainer_state.json`'s log history as `eval_loss`, `eval_ppl` (+ `eval_e
 `eval_contains_match`) and in TensorBoard as `eval/loss`, `eval/ppl`, ...; train.log gets one readable
 line per evaluation.
 
-The files are read when training starts, before any weights load, and a bad record stops the run
-with its place (file:record N:field): eval data is not skipped over like training data, since
-silently scoring fewer records would change what the numbers mean.
+The files are read when training starts, before any weights load (mmtune.data.eval_set), and a bad
+record stops the run with its place (file:record N:field): eval data is not skipped over like
+training data, since silently scoring fewer records would change what the numbers mean.
 
 Several processes: each rank scores its own share of the conversations (padded with repeats of the
 first one to the same count, so every rank runs the same number of forward passes and `generate`
@@ -28,52 +28,16 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 import time
-from dataclasses import dataclass
 
 from transformers import TrainerCallback
 
 from mmtune.data.conversation import Conversation
-from mmtune.errors import ConfigError, DataError
+from mmtune.data.eval_set import EvalSet
+from mmtune.errors import DataError
 from mmtune.train import launch
 
 log = logging.getLogger("mmtune.train")
-
-
-@dataclass
-class EvalSet:
-    conversations: list[Conversation]
-    records: int  # conversations in the files, before max_samples
-
-
-def read_eval_set(recipe) -> EvalSet | None:
-    """The conversations of `eval.datasets` (None without any), read strictly and cut to
-    `eval.max_samples`. Runs before the model loads, so a bad file fails in seconds."""
-    from mmtune.data.formats import read_file
-
-    cfg = recipe.eval
-    if not cfg.datasets:
-        return None
-    if recipe.model.vision is not None:
-        raise ConfigError("eval.datasets scores text models only for now",
-                          hint="drop eval.datasets, and evaluate the VLM after training with `mmtune eval mmbench`")
-    conversations: list[Conversation] = []
-    for ds in cfg.datasets:
-        convs, errors = read_file(ds.path, ds.format, errors="collect")
-        if errors:
-            first = errors[0]
-            raise DataError(first.message, where=first.where,
-                            hint=f"eval data must be clean: {len(errors)} bad record(s) of {len(convs) + len(errors)} "
-                                 f"in this file; `mmtune data check {ds.path}` lists them")
-        conversations.extend(convs)
-    if not conversations:
-        raise DataError("no conversations in eval.datasets", where=", ".join(d.path for d in cfg.datasets))
-    records = len(conversations)
-    if cfg.max_samples is not None and cfg.max_samples < records:
-        keep = sorted(random.Random(recipe.train.seed).sample(range(records), cfg.max_samples))
-        conversations = [conversations[i] for i in keep]
-    return EvalSet(conversations, records)
 
 
 class EvalDatasetCallback(TrainerCallback):
@@ -93,14 +57,6 @@ class EvalDatasetCallback(TrainerCallback):
         self.max_new_tokens = max_new_tokens
         self.conversations = self._scorable(eval_set)
         self._last_step = -1
-
-    @classmethod
-    def from_recipe(cls, trainer, eval_set: EvalSet, tokenizer, template, recipe) -> "EvalDatasetCallback":
-        cfg = recipe.eval
-        return cls(trainer, eval_set, tokenizer, template, every_n_steps=cfg.every_n_steps,
-                   max_length=recipe.data.max_length, system=recipe.data.system,
-                   batch_size=cfg.batch_size or recipe.train.micro_batch_size, generate=cfg.generate,
-                   max_new_tokens=cfg.max_new_tokens)
 
     def _scorable(self, eval_set: EvalSet) -> list[Conversation]:
         """The conversations with answer tokens within max_length (encoded as evaluate_text will);

@@ -5,7 +5,7 @@ the same command under `python -m torch.distributed.run` (XTuner's convention); 
 `torchrun --nproc_per_node N -m mmtune train CONFIG` works as well. Inside a worker:
 
 - data is tokenized once: every rank takes a file lock on the dataset cache entry before
-  `encode_recipe_data`; the first holder encodes and caches, the others then load the cache.
+  `encode_datasets`; the first holder encodes and caches, the others then load the cache.
   Waiting on a file lock is no collective, so a long tokenization cannot hit the process group's
   timeout (`ddp_timeout`, 30 min by default);
 - only global rank 0 writes the log file and logs at INFO (other ranks log warnings, prefixed);
@@ -28,8 +28,6 @@ from transformers import TrainerCallback
 from mmtune.errors import MmtuneError
 
 log = logging.getLogger("mmtune.train")
-LAUNCH_VARS = ("NPROC_PER_NODE", "NNODES", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT")
-FSDP_MODES = ("full_shard", "shard_grad_op")
 
 
 # ---- the launcher -------------------------------------------------------------------------------
@@ -160,109 +158,7 @@ def init_deepspeed_comm(args) -> None:
         ds_comm.init_distributed(dist_backend=args.ddp_backend or "gloo", verbose=False)
 
 
-def remove_own_handlers(logger: logging.Logger) -> None:
-    """Detach and close the handlers an earlier run in this process added (its train.log stays
-    complete; a handler left open would keep the file and leak a descriptor)."""
-    for h in list(logger.handlers):
-        if getattr(h, "_mmtune", False):
-            logger.removeHandler(h)
-            h.close()
-
-
-def quiet_other_ranks(logger: logging.Logger) -> bool:
-    """On ranks other than 0: warnings only, to the console, prefixed with the rank. True if so."""
-    if is_main_process():
-        return False
-    remove_own_handlers(logger)
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter(f"[rank {rank()}] %(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
-    handler._mmtune = True
-    logger.addHandler(handler)
-    logger.setLevel(logging.WARNING)
-    logger.propagate = False
-    return True
-
-
-def encode_once(recipe, tokenizer, image_spec=None):
-    """`encode_recipe_data`, tokenizing once across the processes of a job (see module doc).
-
-    The lock has no timeout and is no collective: a rank waits as long as the tokenization takes,
-    and the first collective after it (model load / wrap) finds every rank a cache-load away.
-    Ranks on other nodes lock their own cache (or share it, on a shared file system)."""
-    from mmtune.data.dataset import cache_key, dataset_cache_root, encode_recipe_data
-
-    if world_size() <= 1:
-        return encode_recipe_data(recipe, tokenizer, image_spec=image_spec)
-    from filelock import FileLock
-
-    root = dataset_cache_root()
-    root.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(root / f"{cache_key(recipe, tokenizer, image_spec)}.lock")):
-        return encode_recipe_data(recipe, tokenizer, image_spec=image_spec)
-
-
-# ---- strategies: FSDP arguments, sample chats under sharded parameters ---------------------------
-
-
-def fsdp_arguments(fsdp: str | None, offload: bool = False) -> dict:
-    """TrainingArguments fields for `--fsdp full_shard|shard_grad_op [--fsdp-offload]` (FSDP2).
-
-    The wrap policy is accelerate's transformer-based one with no class list, which wraps every
-    module class named in the model's `_no_split_modules`: the LM's decoder layer and, for a VLM,
-    the vision encoder layer. Checkpoints are saved as full state dicts (rank 0 gathers), so
-    `checkpoint-N/` holds ordinary safetensors that resume and `convert to-hf` read."""
-    if not fsdp:
-        if offload:
-            raise MmtuneError("--fsdp-offload needs --fsdp full_shard or shard_grad_op")
-        return {}
-    if fsdp not in FSDP_MODES:
-        raise MmtuneError(f"unknown --fsdp mode {fsdp!r}", hint=f"use one of {', '.join(FSDP_MODES)}")
-    return {
-        "fsdp": True,
-        "fsdp_config": {
-            "version": 2,
-            "reshard_after_forward": fsdp == "full_shard",
-            "cpu_offload": bool(offload),
-            "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
-            "state_dict_type": "FULL_STATE_DICT",
-        },
-    }
-
-
-def check_strategy(recipe, deepspeed, fsdp: str | None, fsdp_offload: bool = False, device: str | None = None) -> str:
-    """Refuse combinations that cannot work, before any weight loads; a one-line description."""
-    if deepspeed and fsdp:
-        raise MmtuneError("--deepspeed and --fsdp are two ways to shard a model: pick one")
-    fsdp_arguments(fsdp, fsdp_offload)  # checks the mode and --fsdp-offload
-    if fsdp and device == "cpu":
-        # accelerate (1.15) switches FSDP on only for GPU-like distributed states; on CPU the
-        # Trainer would silently train with plain DDP, unsharded.
-        raise MmtuneError("--fsdp needs CUDA GPUs (on CPU accelerate would silently fall back to unsharded DDP)",
-                          hint="shard on CPU with --deepspeed zero3, or drop --fsdp")
-    stage = _zero_stage(deepspeed)
-    if recipe.method.type == "qlora" and (fsdp or stage == 3):
-        raise MmtuneError("QLoRA cannot shard its 4-bit base weights with ZeRO-3 or FSDP in mmtune",
-                          hint="use --deepspeed zero2 (or plain data parallel) with QLoRA, or method.type: lora")
-    if deepspeed:
-        strategy = f"DeepSpeed ZeRO-{stage} ({'dict' if isinstance(deepspeed, dict) else Path(deepspeed).name})"
-    elif fsdp:
-        strategy = f"FSDP {fsdp}" + (" + CPU offload" if fsdp_offload else "")
-    else:
-        strategy = "data parallel (DDP)" if world_size() > 1 else "single process"
-    return f"{world_size()} process(es), {strategy}"
-
-
-def _zero_stage(deepspeed) -> int | None:
-    from mmtune.train.deepspeed import load_deepspeed_config, zero_stage
-
-    return zero_stage(load_deepspeed_config(deepspeed)) if deepspeed else None
-
-
-def params_sharded(args) -> bool:
-    """True when model parameters live in shards across ranks (ZeRO-3 or FSDP full/grad-op)."""
-    if getattr(args, "fsdp", None):
-        return True
-    return _zero_stage(getattr(args, "deepspeed", None)) == 3
+# ---- sample chats under sharded parameters ---------------------------------------------------------
 
 
 class AllRanksSampleChat(TrainerCallback):
@@ -289,6 +185,6 @@ class AllRanksSampleChat(TrainerCallback):
         return self._call("on_train_end", args, state, control, **kwargs)
 
 
-def sample_chat_callback(callback, args):
+def sample_chat_callback(callback, params_sharded: bool):
     """The sample-chat callback fit for the run's parallelism (see AllRanksSampleChat)."""
-    return AllRanksSampleChat(callback) if world_size() > 1 and params_sharded(args) else callback
+    return AllRanksSampleChat(callback) if world_size() > 1 and params_sharded else callback

@@ -4,6 +4,11 @@
   from a checkpoint sees exactly the batches the uninterrupted run would have seen (torch's
   RandomSampler draws from the global RNG, whose state at an epoch start is not restored); with
   `shuffle=False` (the recipe's `data.shuffle: false`) rows come in order, every epoch.
+- The chunked loss (`train.chunked_loss`, mmtune.models.chunked_loss): when the trainer is given
+  one, a training step's loss comes from the decoder's output and the head's weight a chunk of
+  tokens at a time, in `compute_loss`, the Trainer's own overridable; evaluation steps and models
+  without one take the Trainer's path. The loss is scaled across devices as the Trainer scales a
+  loss a model normalised by `num_items_in_batch`.
 - Peak memory in every training log entry (as XTuner's logs show it): `peak_gpu_mem_gib`, the
   most CUDA memory this process's tensors took so far (`torch.cuda.max_memory_allocated`), or on
   CPU `peak_rss_gib`, the process's peak resident memory. It reaches train.log, TensorBoard and
@@ -45,9 +50,21 @@ class EpochShuffleSampler(torch.utils.data.Sampler):
 
 
 class MmtuneTrainer(Trainer):
-    def __init__(self, *args, shuffle: bool = True, **kwargs):
+    def __init__(self, *args, shuffle: bool = True, chunked_loss=None, **kwargs):
         self.shuffle = shuffle
+        self.chunked_loss = chunked_loss  # a ChunkedLoss, or None for the model's own loss
         super().__init__(*args, **kwargs)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.chunked_loss is None or "labels" not in inputs or not (model.training and torch.is_grad_enabled()):
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        divisor = num_items_in_batch if self.model_accepts_loss_kwargs else None
+        loss, outputs = self.chunked_loss(model, inputs, divisor)
+        if self.args.average_tokens_across_devices and self.model_accepts_loss_kwargs and num_items_in_batch is not None:
+            # as Trainer.compute_loss scales a loss the model divided by the global token count
+            scale = self.accelerator.num_processes // self.get_tp_size()
+            loss = loss * (scale if self.args.n_gpu <= 1 else self.args.n_gpu)
+        return (loss, outputs) if return_outputs else loss
 
     def log(self, logs: dict, *args, **kwargs) -> None:
         if "loss" in logs or "train_runtime" in logs:  # training entries, not eval ones

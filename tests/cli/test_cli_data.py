@@ -47,18 +47,18 @@ def test_check_bad_file_exits_1(tmp_path, capsys):
     assert "file not found" in capsys.readouterr().out
 
 
-def test_check_with_config_uses_length_fn(monkeypatch, capsys):
-    calls = []
-
-    def length_fn_from_config(path):
-        calls.append(path)
-        return (lambda conv: 100), 64
-
-    monkeypatch.setitem(sys.modules, "mmtune.data.encode",
-                        types.SimpleNamespace(length_fn_from_config=length_fn_from_config))
-    assert run("check", str(FIXTURES / "minicpm.json"), "--config", "recipe.yaml") == 1
-    assert calls == ["recipe.yaml"]
-    assert "sample is 100 tokens, longer than max_length 64" in capsys.readouterr().out
+def test_check_with_config_measures_samples_with_the_recipe_and_its_overrides(tmp_path, tiny_qwen2_dir, capsys):
+    """The recipe's tokenizer and template count the tokens; `--set` changes the recipe as for train."""
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({"messages": [{"role": "user", "content": "who are you? " * 8},
+                                             {"role": "assistant", "content": "I am Nova. " * 8}]}) + "\n")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"model: {{path: {tiny_qwen2_dir}}}\ndata: {{datasets: [{{path: {data}}}], max_length: 2048}}\n")
+    assert run("check", str(data), "--config", str(recipe)) == 0
+    capsys.readouterr()
+    assert run("check", str(data), "--config", str(recipe), "--set", "data.max_length=16") == 1
+    out = capsys.readouterr().out
+    assert "longer than max_length 16" in out and f"{data}:record 0" in out
 
 
 def test_check_format_choices():
@@ -83,7 +83,7 @@ def test_preview_passes_arguments(monkeypatch):
         seen.update(config=config, n=n, as_json=as_json, overrides=overrides)
         return 0
 
-    monkeypatch.setitem(sys.modules, "mmtune.data.preview", types.SimpleNamespace(run_preview=run_preview))
+    monkeypatch.setitem(sys.modules, "mmtune.cli.preview", types.SimpleNamespace(run_preview=run_preview))
     assert run("preview", "demo.yaml", "-n", "5", "--json", "--set", "data.max_length=64", "--set", "a.b=c") == 0
     assert seen == {"config": "demo.yaml", "n": 5, "as_json": True, "overrides": ["data.max_length=64", "a.b=c"]}
     with pytest.raises(SystemExit):

@@ -9,8 +9,8 @@ import pytest
 
 from mmtune.config.load import validate_recipe
 from mmtune.data.collate import FlatCollator
-from mmtune.data.dataset import TrainRows, cache_key, encode_recipe_data
-from mmtune.data.encode import IGNORE_INDEX
+from mmtune.data.dataset import TrainRows, cache_key, encode_datasets
+from mmtune.constants import IGNORE_INDEX
 from mmtune.data.packing import pack_lengths
 from mmtune.models.load import load_tokenizer
 
@@ -68,7 +68,7 @@ def rows_of(encoded) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
 
 
 def test_encode_counts_samples_bad_records_and_overlong(data_file, make_recipe, tokenizer, isolated_dataset_cache):
-    encoded, stats = encode_recipe_data(make_recipe(data_file), tokenizer)
+    encoded, stats = encode_datasets(make_recipe(data_file).data, tokenizer)
     assert stats.records == 9
     assert stats.bad_records == 1
     assert stats.truncated == 1
@@ -87,52 +87,52 @@ def test_encode_counts_samples_bad_records_and_overlong(data_file, make_recipe, 
 
 
 def test_drop_policy_drops_every_overlong_sample(data_file, make_recipe, tokenizer, isolated_dataset_cache):
-    encoded, stats = encode_recipe_data(make_recipe(data_file, overlong="drop"), tokenizer)
+    encoded, stats = encode_datasets(make_recipe(data_file, overlong="drop").data, tokenizer)
     assert (stats.truncated, stats.dropped_overlong, stats.samples, len(encoded)) == (0, 2, len(GOOD), len(GOOD))
 
 
 def test_second_call_loads_the_cache(data_file, make_recipe, tokenizer, isolated_dataset_cache):
     recipe = make_recipe(data_file)
-    first, stats1 = encode_recipe_data(recipe, tokenizer)
-    assert [p.name for p in isolated_dataset_cache.iterdir()] == [cache_key(recipe, tokenizer)]
-    second, stats2 = encode_recipe_data(recipe, tokenizer)
+    first, stats1 = encode_datasets(recipe.data, tokenizer)
+    assert [p.name for p in isolated_dataset_cache.iterdir()] == [cache_key(recipe.data, tokenizer)]
+    second, stats2 = encode_datasets(recipe.data, tokenizer)
     assert stats2.from_cache is True
     assert rows_of(second) == rows_of(first)
     stats1.from_cache = True
     assert stats2 == stats1  # bad-record and overlong counts survive the cache
     # A fresh tokenizer object (same files) gives the same key.
     fresh = load_tokenizer(recipe.model)
-    assert cache_key(recipe, fresh) == cache_key(recipe, tokenizer)
+    assert cache_key(recipe.data, fresh) == cache_key(recipe.data, tokenizer)
 
 
 def test_use_cache_false_neither_reads_nor_writes(data_file, make_recipe, tokenizer, isolated_dataset_cache):
-    encoded, stats = encode_recipe_data(make_recipe(data_file), tokenizer, use_cache=False)
+    encoded, stats = encode_datasets(make_recipe(data_file).data, tokenizer, use_cache=False)
     assert stats.from_cache is False and len(encoded) == len(GOOD) + 1
     assert not isolated_dataset_cache.exists() or not any(isolated_dataset_cache.iterdir())
 
 
 def test_cache_key_follows_length_policy_data_and_template(data_file, make_recipe, tokenizer, tmp_path, isolated_dataset_cache):
     base = make_recipe(data_file)
-    key = cache_key(base, tokenizer)
-    assert cache_key(make_recipe(data_file), tokenizer) == key  # deterministic
+    key = cache_key(base.data, tokenizer)
+    assert cache_key(make_recipe(data_file).data, tokenizer) == key  # deterministic
     changed = {
         "max_length": make_recipe(data_file, max_length=512),
         "overlong": make_recipe(data_file, overlong="drop"),
         "template": make_recipe(data_file, template="qwen_chat"),
         "system": make_recipe(data_file, system="Be brief."),
     }
-    keys = {name: cache_key(r, tokenizer) for name, r in changed.items()}
+    keys = {name: cache_key(r.data, tokenizer) for name, r in changed.items()}
     assert key not in keys.values() and len(set(keys.values())) == len(keys)
 
-    encode_recipe_data(base, tokenizer)
-    longer, stats = encode_recipe_data(changed["max_length"], tokenizer)
+    encode_datasets(base.data, tokenizer)
+    longer, stats = encode_datasets(changed["max_length"].data, tokenizer)
     assert stats.from_cache is False
     assert stats.truncated == 0 and stats.dropped_overlong == 0 and len(longer) == len(GOOD) + 2
 
     # Changing the data file's contents (same path) changes the key: the cache is never stale.
     write_jsonl(tmp_path / "train.jsonl", [*GOOD, chat("One more", "Sure.")])
-    assert cache_key(base, tokenizer) != key
-    edited, stats = encode_recipe_data(base, tokenizer)
+    assert cache_key(base.data, tokenizer) != key
+    edited, stats = encode_datasets(base.data, tokenizer)
     assert stats.from_cache is False and stats.bad_records == 0 and len(edited) == len(GOOD) + 1
 
 
@@ -141,13 +141,13 @@ def test_repeat_repeats_samples(data_file, make_recipe, tokenizer, isolated_data
         "model": {"path": str(tiny_qwen2_dir)},
         "data": {"datasets": [{"path": data_file, "format": "openai", "repeat": 2}], "template": "chatml", "max_length": 64},
     })
-    assert cache_key(recipe, tokenizer) != cache_key(make_recipe(data_file), tokenizer)
-    encoded, stats = encode_recipe_data(recipe, tokenizer)
+    assert cache_key(recipe.data, tokenizer) != cache_key(make_recipe(data_file).data, tokenizer)
+    encoded, stats = encode_datasets(recipe.data, tokenizer)
     assert stats.samples == 2 * (len(GOOD) + 1)
 
 
 def test_train_rows_packed_and_unpacked(data_file, make_recipe, tokenizer, isolated_dataset_cache):
-    encoded, _ = encode_recipe_data(make_recipe(data_file, max_length=128), tokenizer)
+    encoded, _ = encode_datasets(make_recipe(data_file, max_length=128).data, tokenizer)
     samples = rows_of(encoded)
     lengths = [len(ids) for ids, _ in samples]
 
@@ -202,9 +202,9 @@ def test_losing_a_cache_race_keeps_the_winner_and_leaves_no_temp_dir(data_file, 
             os.replace(src, dst)  # raises: the target is a non-empty directory
 
     monkeypatch.setattr(dataset, "os", OsLosingTheRace())
-    encoded, stats = encode_recipe_data(recipe, tokenizer)
+    encoded, stats = encode_datasets(recipe.data, tokenizer)
     monkeypatch.setattr(dataset, "os", os)
     assert stats.from_cache is False and len(encoded) == len(GOOD) + 1
-    assert [p.name for p in isolated_dataset_cache.iterdir()] == [cache_key(recipe, tokenizer)]
-    again, stats = encode_recipe_data(recipe, tokenizer)
+    assert [p.name for p in isolated_dataset_cache.iterdir()] == [cache_key(recipe.data, tokenizer)]
+    again, stats = encode_datasets(recipe.data, tokenizer)
     assert stats.from_cache is True and rows_of(again) == rows_of(encoded)

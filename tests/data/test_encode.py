@@ -14,7 +14,8 @@ import copy
 import pytest
 
 from mmtune.data.conversation import Conversation, Message
-from mmtune.data.encode import IGNORE_INDEX, ConversationEncoder, with_system
+from mmtune.constants import IGNORE_INDEX
+from mmtune.data.encode import ConversationEncoder, with_system
 from mmtune.data.templates import TEMPLATES, get_template
 
 CONVERSATIONS = {
@@ -255,9 +256,11 @@ def test_drop_policy(tiny_tokenizer):
     assert n >= 16 and exact.encode(short) is not None
 
 
-def test_a_slow_tokenizer_is_refused():
+def test_a_slow_tokenizer_is_a_user_error_with_the_fix():
+    from mmtune.errors import ConfigError
+
     class Slow:
         is_fast = False
 
-    with pytest.raises(TypeError, match="fast"):
+    with pytest.raises(ConfigError, match=r"Slow\) is a slow \(Python\) tokenizer.*tokenizer.json"):
         ConversationEncoder(Slow(), get_template("chatml"), max_length=64)

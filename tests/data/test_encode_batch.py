@@ -18,8 +18,9 @@ import pytest
 import mmtune.data.encode as encode_module
 from mmtune.config.load import validate_recipe
 from mmtune.data.conversation import Conversation, Message, validate_conversation
-from mmtune.data.dataset import encode_recipe_data, sample_lengths
-from mmtune.data.encode import IGNORE_INDEX, ConversationEncoder, EncodedSample, fit_length
+from mmtune.data.dataset import encode_datasets, sample_lengths
+from mmtune.constants import IGNORE_INDEX
+from mmtune.data.encode import ConversationEncoder, EncodedSample, fit_length
 from mmtune.data.templates import TEMPLATES, get_template
 
 TURNS = [
@@ -166,7 +167,7 @@ def test_dataset_on_threads_equals_encoding_one_by_one(num_proc, tiny_qwen2_dir,
     path, records = write_records(tmp_path, 100)
     recipe = recipe_for(tiny_qwen2_dir, path, num_proc)
     tokenizer = load_tokenizer(recipe.model)
-    encoded, stats = encode_recipe_data(recipe, tokenizer)
+    encoded, stats = encode_datasets(recipe.data, tokenizer)
 
     expected = one_by_one(tokenizer, records)
     assert stats.bad_records == 0 and stats.dropped_overlong == len(records) - len(expected) > 0
@@ -189,7 +190,7 @@ def test_threads_with_a_tokenizer_that_takes_the_ordinary_call(tiny_qwen2_dir, t
     recipe = recipe_for(tiny_qwen2_dir, path, num_proc=4)
     tokenizer = load_tokenizer(recipe.model)
     tokenizer.backend_tokenizer.enable_truncation(8)
-    encoded, _ = encode_recipe_data(recipe, tokenizer, use_cache=False)
+    encoded, _ = encode_datasets(recipe.data, tokenizer, use_cache=False)
     assert [(ids, labels) for ids, labels in zip(encoded["input_ids"], encoded["labels"])] == one_by_one(
         load_tokenizer(recipe.model), records)
 
@@ -212,6 +213,6 @@ def test_tokenizers_parallelism_is_off_while_tokenizing_and_restored_after(setti
                         lambda *a: seen.append(os.environ.get("TOKENIZERS_PARALLELISM")) or real(*a))
     path, _ = write_records(tmp_path, 20)
     recipe = recipe_for(tiny_qwen2_dir, path)
-    encode_recipe_data(recipe, load_tokenizer(recipe.model), use_cache=False)
+    encode_datasets(recipe.data, load_tokenizer(recipe.model), use_cache=False)
     assert seen and set(seen) == {"false"}
     assert os.environ.get("TOKENIZERS_PARALLELISM") == setting

@@ -16,7 +16,7 @@ from transformers import PreTrainedTokenizerFast
 
 import mmtune.data.encode as encode_module
 from mmtune.config.load import validate_recipe
-from mmtune.data.dataset import encode_recipe_data
+from mmtune.data.dataset import encode_datasets
 from mmtune.data.encode import ConversationEncoder
 from mmtune.data.fast_bpe import FastBPE
 from mmtune.data.templates import TEMPLATES, get_template
@@ -129,7 +129,7 @@ def test_a_disagreement_reencodes_everything_with_the_tokenizer(tiny_qwen2_dir, 
 
     path, records = write_records(tmp_path, 40)
     with caplog.at_level(logging.WARNING):
-        encoded, stats = encode_recipe_data(recipe_for(tiny_qwen2_dir, path), broken, use_cache=False)
+        encoded, stats = encode_datasets(recipe_for(tiny_qwen2_dir, path).data, broken, use_cache=False)
     assert "disagreed with the tokenizer" in caplog.text
     assert [(ids, labels) for ids, labels in zip(encoded["input_ids"], encoded["labels"])] == one_by_one(broken, records)
     assert stats.records == len(records) and stats.samples == len(encoded)
@@ -139,6 +139,6 @@ def test_fast_bpe_false_never_uses_tiktoken(tiny_qwen2_dir, tiny_tokenizer, tmp_
                                             monkeypatch):
     monkeypatch.setattr(FastBPE, "encode", lambda *a: pytest.fail("tiktoken was used"))
     path, records = write_records(tmp_path, 20)
-    encoded, _ = encode_recipe_data(recipe_for(tiny_qwen2_dir, path, fast_bpe=False), tiny_tokenizer, use_cache=False)
+    encoded, _ = encode_datasets(recipe_for(tiny_qwen2_dir, path, fast_bpe=False).data, tiny_tokenizer, use_cache=False)
     assert [(ids, labels) for ids, labels in zip(encoded["input_ids"], encoded["labels"])] == one_by_one(
         tiny_tokenizer, records)

@@ -20,7 +20,8 @@ import torch
 
 from mmtune.data.collate import FlatCollator, PaddingCollator
 from mmtune.data.conversation import Conversation, Message
-from mmtune.data.encode import IGNORE_INDEX, ConversationEncoder
+from mmtune.constants import IGNORE_INDEX
+from mmtune.data.encode import ConversationEncoder
 from mmtune.data.packing import concat_samples, pack_lengths
 from mmtune.data.templates import get_template
 from mmtune.models.packed_attention import PACKED_SDPA, use_packed_attention

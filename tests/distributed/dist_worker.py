@@ -20,7 +20,7 @@ import torch
 from transformers import TrainerCallback
 
 from mmtune.config.load import load_config
-from mmtune.train.deepspeed import resolve_deepspeed
+from mmtune.config.strategy import Strategy
 from mmtune.train.run import run_training
 
 
@@ -54,9 +54,8 @@ def main(spec_path: str) -> None:
         recipe = load_config(run["recipe"], run.get("set", []))
         probe = Probe(run["work_dir"], spec["probe"])
         Path(run["work_dir"]).mkdir(parents=True, exist_ok=True)
-        ds = resolve_deepspeed(run["deepspeed"]) if run.get("deepspeed") else None
-        run_training(recipe, run["work_dir"], deepspeed=ds, fsdp=run.get("fsdp"),
-                     fsdp_offload=run.get("fsdp_offload", False), extra_callbacks=[probe])
+        strategy = Strategy.from_flags(run.get("deepspeed"), run.get("fsdp"), run.get("fsdp_offload", False))
+        run_training(recipe, run["work_dir"], strategy=strategy, extra_callbacks=[probe])
 
 
 if __name__ == "__main__":

@@ -74,8 +74,8 @@ def test_tokenization_runs_once_across_processes(tiny_qwen2_dir, dist_data, dist
     recipe = dist.short_recipe(tiny_qwen2_dir, dist_data)
     path = dist.write_recipe(tmp_path / "r.yaml", recipe)
     code = ("import json, sys; from mmtune.config.load import load_config; from mmtune.models.load import load_tokenizer;"
-            "from mmtune.train.launch import encode_once; r = load_config(sys.argv[1]);"
-            "_, stats = encode_once(r, load_tokenizer(r.model)); print(json.dumps(stats.from_cache))")
+            "from mmtune.builders.data import encoded_data; r = load_config(sys.argv[1]);"
+            "_, stats = encoded_data(r, load_tokenizer(r.model), world_size=2); print(json.dumps(stats.from_cache))")
     env = dict(dist.worker_env(tmp_path / "cache"), WORLD_SIZE="2")
     procs = [subprocess.Popen([sys.executable, "-c", code, str(path)], env=dict(env, RANK=str(r)),
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) for r in (0, 1)]

@@ -20,7 +20,7 @@ pytest.importorskip("deepspeed", reason="DeepSpeed tests need the deepspeed extr
 
 from mmtune.config.load import load_config  # noqa: E402
 from mmtune.export.to_hf import checkpoint_to_hf  # noqa: E402
-from mmtune.train.checkpoints import WEIGHT_FILES  # noqa: E402
+from mmtune.rundir import WEIGHT_FILES  # noqa: E402
 
 pytestmark = pytest.mark.slow
 CASES = [("zero2", "lora"), ("zero2", "full"), ("zero3", "lora"), ("zero3", "full"), ("zero3_offload", "lora")]

@@ -25,11 +25,12 @@ CASES = [("shard_grad_op", "lora"), ("full_shard", "full")]
 
 def test_fsdp_is_refused_on_cpu(tiny_qwen2_dir, dist_data, dist, tmp_path):
     from mmtune.cli.main import main
+    from mmtune.config.strategy import Strategy
     from mmtune.train.run import run_training
 
     recipe = dist.short_recipe(tiny_qwen2_dir, dist_data)
     with pytest.raises(MmtuneError, match="--fsdp needs CUDA GPUs"):
-        run_training(recipe, tmp_path / "w", fsdp="full_shard")
+        run_training(recipe, tmp_path / "w", strategy=Strategy(fsdp="full_shard"))
     path = dist.write_recipe(tmp_path / "r.yaml", recipe)
     assert main(["train", str(path), "--work-dir", str(tmp_path / "w2"), "--fsdp", "full_shard"]) == 2
 

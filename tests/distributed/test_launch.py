@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from mmtune.errors import MmtuneError
-from mmtune.train import launch
+from mmtune.train import launch, logs
 from mmtune.train.launch import LaunchPlan, plan_from_env, torchrun_args
 
 
@@ -67,35 +67,38 @@ def test_worker_args_repeat_the_train_command():
     assert worker_args(args, "w")[-3:] == ["--fsdp", "full_shard", "--fsdp-offload"]
 
 
-def _recipe(method="lora"):
-    return argparse.Namespace(method=argparse.Namespace(type=method))
+def test_strategy_checks():
+    from mmtune.config.strategy import DEEPSPEED_CONFIGS, Strategy
 
-
-def test_strategy_checks(tmp_path):
-    from mmtune.train.deepspeed import HERE
-
-    zero3 = str(HERE / "zero3.json")
-    assert launch.check_strategy(_recipe(), None, None) == "1 process(es), single process"
-    assert "DeepSpeed ZeRO-3" in launch.check_strategy(_recipe(), zero3, None)
-    assert "FSDP full_shard + CPU offload" in launch.check_strategy(_recipe(), None, "full_shard", True)
+    zero3, zero2 = str(DEEPSPEED_CONFIGS / "zero3.json"), str(DEEPSPEED_CONFIGS / "zero2.json")
+    assert Strategy().describe(1) == "1 process(es), single process"
+    assert Strategy().describe(2) == "2 process(es), data parallel (DDP)"
+    assert "DeepSpeed ZeRO-3" in Strategy(zero3).describe(1)
+    assert "FSDP full_shard + CPU offload" in Strategy(fsdp="full_shard", fsdp_offload=True).describe(1)
+    assert Strategy(zero3).params_sharded and Strategy(fsdp="shard_grad_op").params_sharded
+    assert not Strategy(zero2).params_sharded and not Strategy().params_sharded
     with pytest.raises(MmtuneError, match="pick one"):
-        launch.check_strategy(_recipe(), zero3, "full_shard")
+        Strategy(zero3, "full_shard").check("lora")
     with pytest.raises(MmtuneError, match="QLoRA cannot shard"):
-        launch.check_strategy(_recipe("qlora"), zero3, None)
+        Strategy(zero3).check("qlora")
     with pytest.raises(MmtuneError, match="QLoRA cannot shard"):
-        launch.check_strategy(_recipe("qlora"), None, "shard_grad_op")
-    assert "ZeRO-2" in launch.check_strategy(_recipe("qlora"), str(HERE / "zero2.json"), None)
+        Strategy(fsdp="shard_grad_op").check("qlora")
+    Strategy(zero2).check("qlora")
     with pytest.raises(MmtuneError, match="--fsdp-offload needs --fsdp"):
-        launch.check_strategy(_recipe(), None, None, True)
+        Strategy(fsdp_offload=True).check("lora")
     with pytest.raises(MmtuneError, match="unknown --fsdp mode"):
-        launch.fsdp_arguments("hybrid_shard")
+        Strategy(fsdp="hybrid_shard").check("lora")
+    with pytest.raises(MmtuneError, match="--fsdp needs CUDA GPUs"):
+        Strategy(fsdp="full_shard").check("lora", device="cpu")
 
 
 def test_fsdp_arguments_are_accepted_by_training_arguments(tmp_path):
     from transformers import TrainingArguments
 
+    from mmtune.config.strategy import Strategy
+
     args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none",
-                             **launch.fsdp_arguments("shard_grad_op", offload=True))
+                             **Strategy(fsdp="shard_grad_op", fsdp_offload=True).training_arguments())
     plugin = args.fsdp_plugin_args
     assert plugin["fsdp_version"] == 2 and plugin["reshard_after_forward"] is False and plugin["cpu_offload"]
     assert plugin["auto_wrap_policy"] == "TRANSFORMER_BASED_WRAP" and "transformer_cls_names_to_wrap" not in plugin
@@ -134,6 +137,6 @@ def test_other_ranks_log_warnings_only(monkeypatch):
 
     logger = logging.getLogger("mmtune-test-rank")
     monkeypatch.setenv("RANK", "1")
-    assert launch.quiet_other_ranks(logger) and logger.level == logging.WARNING
+    assert logs.quiet_other_ranks(logger) and logger.level == logging.WARNING
     monkeypatch.setenv("RANK", "0")
-    assert not launch.quiet_other_ranks(logging.getLogger("mmtune-test-rank0"))
+    assert not logs.quiet_other_ranks(logging.getLogger("mmtune-test-rank0"))

@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 
 from mmtune.config.schema import LoraConfig
-from mmtune.train import memory as M
+import mmtune.estimate as M
 
 PSI = 6_738_415_616  # Llama-2-7B's parameter count
 

@@ -204,7 +204,7 @@ def shapes(tmp_path_factory):
 
 def test_batched_replies_equal_one_by_one(trained):
     from mmtune.data.conversation import Message
-    from mmtune.eval.generate import generate_replies
+    from mmtune.infer.engine import generate_replies
     from mmtune.infer.engine import GenerationSettings, generate_reply
     from mmtune.infer.load import load_for_inference
 

@@ -32,7 +32,7 @@ def tiny_llava(tmp_path_factory):
 
 def test_each_item_is_asked_with_its_image(tiny_llava, tmp_path):
     from mmtune.eval.mmbench import run_mmbench
-    from mmtune.eval.vlm import vlm_answerer
+    from mmtune.eval.answer import vlm_answerer
     from mmtune.infer.load import load_for_inference
 
     loaded = load_for_inference(tiny_llava["exported"], template="chatml", device="cpu")
@@ -70,7 +70,7 @@ def test_cli_with_exported_llava_and_with_parts(tiny_llava, tmp_path, capsys):
 
 
 def test_vlm_answerer_refuses_a_text_model(tiny_llava):
-    from mmtune.eval.vlm import vlm_answerer
+    from mmtune.eval.answer import vlm_answerer
     from mmtune.infer.load import load_for_inference
 
     with pytest.raises(MmtuneError, match="not a vision-language model"):

@@ -62,21 +62,23 @@ def test_memory_savers_match_the_plain_step_on_cuda():
     gradients to bf16 rounding."""
     from transformers import AutoModelForCausalLM
 
-    from mmtune.models.chunked_loss import use_chunked_loss
-    from mmtune.models.fused_layers import use_fused_layers
+    from contextlib import nullcontext
+
+    from mmtune.models.chunked_loss import ChunkedLoss
+    from mmtune.models.fused_layers import fused_layers
 
     def step(savers: bool):
         torch.manual_seed(0)
         model = AutoModelForCausalLM.from_pretrained(tiny_lm_dir("qwen2"), dtype=torch.bfloat16).cuda().train()
-        if savers:
-            assert use_chunked_loss(model)
-            norms, mlps = use_fused_layers(model)
-            assert norms and mlps
         g = torch.Generator().manual_seed(1)
         ids = torch.randint(5, 200, (2, 64), generator=g).cuda()
-        out = model(input_ids=ids, labels=ids, use_cache=False)
-        out.loss.backward()
-        return out.loss.float().item(), {n: p.grad.float() for n, p in model.named_parameters() if p.grad is not None}
+        batch = {"input_ids": ids, "labels": ids, "use_cache": False}
+        loss_fn = ChunkedLoss.for_model(model) if savers else None
+        with fused_layers(model) if savers else nullcontext() as counts:
+            assert not savers or (loss_fn is not None and all(counts))
+            loss = loss_fn(model, batch)[0] if loss_fn else model(**batch).loss
+            loss.backward()
+        return loss.float().item(), {n: p.grad.float() for n, p in model.named_parameters() if p.grad is not None}
 
     (loss_a, grads_a), (loss_b, grads_b) = step(True), step(False)
     assert loss_a == pytest.approx(loss_b, rel=1e-2)

@@ -4,9 +4,9 @@ Function level: loss and the gradients of hidden states, head weight and bias ag
 `cross_entropy(linear(...).float())`, over several chunks, with ignored targets, with
 `num_items_in_batch`, in bfloat16, and with a frozen head (no weight gradient at all). Model level:
 every class of the allow-list, built from a tiny real config, trains to the same loss and the same
-parameter gradients through `use_chunked_loss` as through its own forward, for `labels` (padded
-batches) and for the packed collator's `logits_to_keep` + `shift_labels`; LoRA through peft; and a
-LLaVA model. Outside training the model's own forward (with logits) runs.
+parameter gradients through `ChunkedLoss` (called as the trainer's `compute_loss` calls it) as through
+its own forward, for `labels` (padded batches) and for the packed collator's `logits_to_keep` +
+`shift_labels`; LoRA through peft; and a LLaVA model. The model itself is left as it was.
 """
 
 from __future__ import annotations
@@ -15,12 +15,7 @@ import pytest
 import torch
 from torch import nn
 
-from mmtune.models.chunked_loss import (
-    PLAIN_HEAD_CLASSES,
-    linear_cross_entropy,
-    supports_chunked_loss,
-    use_chunked_loss,
-)
+from mmtune.models.chunked_loss import PLAIN_HEAD_CLASSES, ChunkedLoss, linear_cross_entropy, supports_chunked_loss
 from mmtune.testing.classes import assert_same_step, batches, loss_and_grads, tiny_causal_lm
 
 
@@ -126,33 +121,30 @@ def test_each_allowed_class_trains_exactly_as_its_own_forward(class_name):
     model = tiny_causal_lm(class_name).train()
     for name, batch in batches().items():
         ref = loss_and_grads(model, batch)
-        patched = tiny_causal_lm(class_name).train()
-        assert use_chunked_loss(patched)
-        assert_same_step(loss_and_grads(patched, batch), ref, f"{class_name} {name}")
+        other = tiny_causal_lm(class_name).train()
+        chunked = ChunkedLoss.for_model(other)
+        assert chunked is not None
+        assert_same_step(loss_and_grads(other, batch, chunked), ref, f"{class_name} {name}")
 
 
-def test_num_items_in_batch_and_no_logits_in_training():
+def test_num_items_in_batch_and_no_vocabulary_sized_logits():
     model = tiny_causal_lm("Qwen2ForCausalLM").train()
     batch = batches()["padded"]
     ref = model(**batch, num_items_in_batch=torch.tensor(40)).loss
-    assert use_chunked_loss(model)
-    out = model(**batch, num_items_in_batch=torch.tensor(40))
-    torch.testing.assert_close(out.loss, ref)
-    assert out.logits is None  # nothing vocabulary-sized was kept
+    loss, out = ChunkedLoss.for_model(model)(model, batch, torch.tensor(40))
+    torch.testing.assert_close(loss, ref)
+    assert out.logits.shape == (batch["input_ids"].shape[0], 1, 97)  # the head ran on one position per row
 
 
-def test_eval_and_generation_use_the_models_own_forward():
-    model = tiny_causal_lm("LlamaForCausalLM")
-    assert use_chunked_loss(model)
-    batch = batches()["padded"]
-    model.eval()
-    with torch.no_grad():
-        out = model(**batch)
-    assert out.logits.shape == (*batch["input_ids"].shape, 97) and out.loss is not None
-    model.train()
-    with torch.no_grad():  # an eval pass inside training (no grad): logits too
-        assert model(**batch).logits is not None
-    generated = model.eval().generate(batch["input_ids"][:1, :5], max_new_tokens=3, do_sample=False)
+def test_the_model_is_left_as_it_was():
+    """No method of the model is replaced and no hook outlives a call: evaluation and generation
+    run exactly the class's forward."""
+    model = tiny_causal_lm("LlamaForCausalLM").train()
+    chunked = ChunkedLoss.for_model(model)
+    chunked(model, batches()["packed"])
+    assert "forward" not in vars(model) and model.forward.__func__ is type(model).forward
+    assert not chunked.decoder._forward_hooks and not model._forward_hooks
+    generated = model.eval().generate(batches()["padded"]["input_ids"][:1, :5], max_new_tokens=3, do_sample=False)
     assert generated.shape == (1, 8)
 
 
@@ -167,8 +159,7 @@ def test_lora_through_peft_matches_and_trains_only_adapters():
     batch = batches()["packed"]
     ref_loss, ref_grads = loss_and_grads(lora(), batch)
     model = lora()
-    assert use_chunked_loss(model)
-    loss, grads = loss_and_grads(model, batch)
+    loss, grads = loss_and_grads(model, batch, ChunkedLoss.for_model(model))
     torch.testing.assert_close(loss, ref_loss)
     assert grads.keys() == ref_grads.keys() and all("lora_" in k for k in grads)
     for key in grads:
@@ -180,7 +171,7 @@ def test_refused_where_the_head_is_not_plain():
 
     model = get_peft_model(tiny_causal_lm("Qwen2ForCausalLM"), LoraConfig(r=4, target_modules=["q_proj", "lm_head"]))
     assert "lm_head" in supports_chunked_loss(model)
-    assert not use_chunked_loss(model)
+    assert ChunkedLoss.for_model(model) is None
 
     class Custom(nn.Module):
         def forward(self, x):
@@ -205,20 +196,9 @@ def test_llava_trains_exactly_as_its_own_forward():
     labels[:, : labels.shape[1] - 4] = -100
     batch = {**enc, "labels": labels}
     ref_loss, ref_grads = loss_and_grads(model, batch)
-    patched, _ = build()
-    assert use_chunked_loss(patched)
-    loss, grads = loss_and_grads(patched, batch)
+    other, _ = build()
+    loss, grads = loss_and_grads(other, batch, ChunkedLoss.for_model(other))
     torch.testing.assert_close(loss, ref_loss)
     assert any(k.startswith("model.vision_tower") or "vision" in k for k in grads)  # images reached the loss
     for key in grads:
         torch.testing.assert_close(grads[key], ref_grads[key], atol=1e-6, rtol=1e-4)
-
-
-def test_patched_forward_keeps_the_class_signature():
-    """generate() and the Trainer read the forward's parameters (e.g. LLaVA's pixel_values)."""
-    import inspect
-
-    model = tiny_causal_lm("Qwen2ForCausalLM")
-    before = inspect.signature(model.forward)
-    assert use_chunked_loss(model)
-    assert inspect.signature(model.forward) == before and "logits_to_keep" in before.parameters

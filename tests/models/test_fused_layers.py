@@ -4,9 +4,10 @@ Function level: outputs equal the modules' own (same operations), gradients equa
 rounding, in float32 and bfloat16 (and a bf16 input with a float32 weight, as QLoRA's upcast norms
 have), a frozen weight gets no gradient, and a backward missing a term would be caught. Model level:
 each transformers class of the allow-lists, built from a tiny real config, gives the same loss and
-parameter gradients with `use_fused_layers` as without, padded and packed; Gemma (different norm) is
+parameter gradients inside `fused_layers` as without, padded and packed; Gemma (different norm) is
 left alone; LoRA through peft; no-grad passes run the modules' own forward; fewer bytes are saved
-for backward.
+for backward; the swapped modules keep the parameters and state-dict keys, and leaving the context
+puts the originals back.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import pytest
 import torch
 from torch import nn
 
-from mmtune.models.fused_layers import rms_norm, silu_mul, use_fused_layers
+from mmtune.models.fused_layers import FusedGatedMLP, FusedRMSNorm, fused_layers, rms_norm, silu_mul
 from mmtune.testing.classes import assert_same_step, batches, loss_and_grads, tiny_causal_lm
 
 
@@ -85,7 +86,7 @@ def test_silu_mul_equals_autograd(dtype):
 
 # --- models ---------------------------------------------------------------------------------------
 
-# class -> (RMSNorms, MLPs) use_fused_layers changes on the 2-layer tiny model: 2 per layer + the final
+# class -> (RMSNorms, MLPs) fused_layers swaps on the 2-layer tiny model: 2 per layer + the final
 # norm (Qwen3 also normalises q and k per layer); Phi-3's MLP is a fused gate_up projection, OLMo 2's
 # and Gemma's norms compute differently, Gemma's MLP is GELU: those stay as they are.
 EXPECTED = {
@@ -99,8 +100,9 @@ def test_each_class_trains_exactly_as_its_own_modules(class_name):
     for name, batch in batches().items():
         ref = loss_and_grads(tiny_causal_lm(class_name).train(), batch)
         model = tiny_causal_lm(class_name).train()
-        assert use_fused_layers(model) == EXPECTED[class_name]
-        assert_same_step(loss_and_grads(model, batch), ref, f"{class_name} {name}")
+        with fused_layers(model) as counts:
+            assert counts == EXPECTED[class_name]
+            assert_same_step(loss_and_grads(model, batch), ref, f"{class_name} {name}")
 
 
 def test_lora_through_peft_matches():
@@ -114,8 +116,9 @@ def test_lora_through_peft_matches():
     batch = batches()["packed"]
     ref = loss_and_grads(lora(), batch)
     model = lora()
-    assert use_fused_layers(model) == (5, 2)
-    ours = loss_and_grads(model, batch)
+    with fused_layers(model) as counts:
+        assert counts == (5, 2)
+        ours = loss_and_grads(model, batch)
     assert_same_step(ours, ref)
     assert all("lora_" in k for k in ours[1])
 
@@ -136,7 +139,8 @@ def test_fewer_bytes_are_kept_for_backward_and_no_grad_runs_the_modules_own_forw
     batch = batches()["padded"]
     plain = saved_bytes(tiny_causal_lm("Qwen2ForCausalLM").train(), batch)
     model = tiny_causal_lm("Qwen2ForCausalLM").train()
-    use_fused_layers(model)
+    swapped = fused_layers(model)
+    swapped.__enter__()
     fused = saved_bytes(model, batch)
     # per token: one hidden-size tensor per norm and one intermediate-size tensor per MLP fewer
     tokens = batch["input_ids"].numel()
@@ -147,3 +151,22 @@ def test_fewer_bytes_are_kept_for_backward_and_no_grad_runs_the_modules_own_forw
     with torch.no_grad():
         out = model(**batch)
     assert out.logits is not None and not calls  # evaluation / generation: the classes' own forward
+    swapped.__exit__(None, None, None)
+
+
+def test_swapped_modules_keep_parameters_and_keys_and_go_back():
+    model = tiny_causal_lm("Qwen2ForCausalLM").train()
+    before_keys = list(model.state_dict())
+    params = dict(model.named_parameters())
+    originals = {name: type(m) for name, m in model.named_modules()}
+    with fused_layers(model):
+        assert list(model.state_dict()) == before_keys
+        assert {n: p for n, p in model.named_parameters()}.keys() == params.keys()
+        assert all(p is params[n] for n, p in model.named_parameters())  # the very same tensors train
+        swapped = [m for m in model.modules() if isinstance(m, (FusedRMSNorm, FusedGatedMLP))]
+        assert len(swapped) == 7
+        with torch.no_grad():
+            model.model.norm.weight.add_(1.0)  # a change made while swapped stays after
+    assert {name: type(m) for name, m in model.named_modules()} == originals
+    assert not any(isinstance(m, (FusedRMSNorm, FusedGatedMLP)) for m in model.modules())
+    assert torch.equal(model.model.norm.weight, params["model.norm.weight"]) and bool((model.model.norm.weight > 0.5).all())

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from mmtune.data.collate import FlatCollator, PaddingCollator
-from mmtune.data.encode import IGNORE_INDEX
+from mmtune.constants import IGNORE_INDEX
 from mmtune.data.packing import concat_samples
 from mmtune.models.llava import build_llava
 from mmtune.models.packed_attention import (

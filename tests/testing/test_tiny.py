@@ -9,7 +9,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from mmtune.testing.tiny import SPECIAL_TOKENS, copy_tiny
+from mmtune.testing.catalog import copy_tiny
+from mmtune.testing.tiny import SPECIAL_TOKENS
 
 
 def test_tiny_models_are_real_architectures(tiny_qwen2_dir, tiny_llama_dir):

@@ -14,7 +14,8 @@ from mmtune.data.conversation import Conversation, Message
 from mmtune.data.synth import write_conversations
 from mmtune.errors import ConfigError, DataError
 from mmtune.testing.runs import AUTHOR, NAME, self_cognition_recipe, write_self_cognition
-from mmtune.train.eval_callback import metrics_from_sums, read_eval_set, shard_for_rank, shard_sums
+from mmtune.builders.data import eval_set as read_eval_set
+from mmtune.train.eval_callback import metrics_from_sums, shard_for_rank, shard_sums
 from mmtune.train.run import run_training
 
 STEPS, EVERY = 25, 10  # evals at 0, 10, 20 and 25 (the end)

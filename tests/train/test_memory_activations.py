@@ -10,10 +10,12 @@ memory-efficient kernels save the same q, k, v, output and log-sum-exp as the CP
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import pytest
 import torch
 
-from mmtune.train.memory import Setup, count_model, decoder_layer_bytes
+from mmtune.estimate import Setup, count_model, decoder_layer_bytes
 
 SEQ = 64
 
@@ -31,17 +33,20 @@ def config(family: str, layers: int):
 def saved_bytes(family: str, layers: int, *, dtype, method: str, fused: bool, attention: str) -> int:
     from transformers import AutoModelForCausalLM
 
-    from mmtune.models.fused_layers import use_fused_layers
+    from mmtune.models.fused_layers import fused_layers
 
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config(family, layers), attn_implementation=attention).to(dtype)
-    if fused:
-        assert use_fused_layers(model) != (0, 0)
     if method == "lora":
         from peft import LoraConfig, get_peft_model
 
         model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear"))
-    model.train()
+    with fused_layers(model) if fused else nullcontext() as counts:
+        assert not fused or counts != (0, 0)
+        return _saved_bytes(model.train(), dtype)
+
+
+def _saved_bytes(model, dtype) -> int:
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
     storages: dict[int, int] = {}
 

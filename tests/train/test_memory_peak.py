@@ -11,12 +11,14 @@ activations while gradients appear, so there the sum errs high (it must never be
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import pytest
 import torch
 
 import mmtune.models.chunked_loss as chunked
 from mmtune.testing.profiling import ProfiledPeak
-from mmtune.train import memory as M
+import mmtune.estimate as M
 
 SEQ, VOCAB = 512, 64000
 
@@ -35,7 +37,7 @@ class Lora:
 def profiled_peak(method: str, savers: bool) -> int:
     from transformers import AutoModelForCausalLM
 
-    from mmtune.models.fused_layers import use_fused_layers
+    from mmtune.models.fused_layers import fused_layers
 
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config(), attn_implementation="sdpa").to(torch.bfloat16)
@@ -43,16 +45,20 @@ def profiled_peak(method: str, savers: bool) -> int:
         from peft import LoraConfig, get_peft_model
 
         model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear"))
-    if savers:
-        assert chunked.use_chunked_loss(model)
-        use_fused_layers(model)
-    model.train()
+    loss_fn = chunked.ChunkedLoss.for_model(model) if savers else None
+    with fused_layers(model) if savers else nullcontext():
+        return _peak_of_second_step(model.train(), loss_fn)
+
+
+def _peak_of_second_step(model, loss_fn) -> int:
+    """One AdamW step, then the profiled peak of the next."""
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5, fused=True)
     ids = torch.randint(3, VOCAB - 10, (1, SEQ), generator=torch.Generator().manual_seed(0))
 
     def step():
         with torch.autocast("cpu", dtype=torch.bfloat16):  # as the Trainer runs bf16=True
-            loss = model(input_ids=ids, labels=ids, use_cache=False).loss
+            batch = {"input_ids": ids, "labels": ids, "use_cache": False}
+            loss = loss_fn(model, batch)[0] if loss_fn else model(**batch).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)  # as the Trainer does

@@ -46,11 +46,11 @@ def test_lora_run_writes_logs_plots_and_checkpoints():
 
 
 def test_tokenization_is_cached_between_runs():
-    from mmtune.data.dataset import encode_recipe_data
+    from mmtune.data.dataset import encode_datasets
     from mmtune.models.load import load_tokenizer
 
     recipe, result = lora_run()
     tokenizer = load_tokenizer(recipe.model)
-    encoded, stats = encode_recipe_data(recipe, tokenizer)
+    encoded, stats = encode_datasets(recipe.data, tokenizer)
     assert stats.from_cache
     assert stats.samples == result.data.samples

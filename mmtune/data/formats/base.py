@@ -83,6 +83,32 @@ def image_paths(value: Any, where: str, field: str) -> list[str]:
     return list(paths)
 
 
+def read_turns(record: dict, key: str, where: str, *, role_key: str, content_key: str, roles: dict[str, str],
+               noun: str = "turn", parts: Callable[[list, str], str] | None = None) -> list[Message]:
+    """The turns of `record[key]` (each `{role_key: ..., content_key: ...}`) as Messages: the one
+    turn-reading loop of the conversation formats. `roles` maps the format's role names to ours;
+    `parts(content, field)` turns a list content into text (OpenAI content parts), or lists are an error."""
+    turns = require(record, key, list, where)
+    messages = []
+    for i, turn in enumerate(turns):
+        if type(turn) is dict:  # fast path: a well-formed text turn, checked without building field names
+            role, content = turn.get(role_key), turn.get(content_key)
+            if type(role) is str and role in roles and type(content) is str:
+                messages.append(Message(roles[role], content))
+                continue
+        field = f"{key}[{i}]"
+        if not isinstance(turn, dict):
+            raise field_error(where, field, f"{noun} is {type_name(turn)}, expected an object with "
+                                            f"{role_key!r} and {content_key!r}")
+        role = map_role(require(turn, role_key, str, where, field=f"{field}.{role_key}"), roles, where,
+                        f"{field}.{role_key}")
+        content = require(turn, content_key, (str, list) if parts else str, where, field=f"{field}.{content_key}")
+        if isinstance(content, list):
+            content = parts(content, f"{field}.{content_key}")
+        messages.append(Message(role, content))
+    return messages
+
+
 def count_placeholders(messages: list[Message]) -> int:
     return sum(m.content.count(IMAGE_PLACEHOLDER) for m in messages if isinstance(m.content, str))
 

@@ -7,10 +7,8 @@
 
 from __future__ import annotations
 
-from mmtune.data.conversation import Conversation, Message
-from mmtune.data.formats.base import (
-    field_error, image_paths, map_role, place_images, register_format, require, type_name,
-)
+from mmtune.data.conversation import Conversation
+from mmtune.data.formats.base import field_error, image_paths, place_images, read_turns, register_format
 
 ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 ROLE_NAMES = {"user": "human", "assistant": "gpt", "system": "system"}  # ours -> LLaVA's, for writing
@@ -27,20 +25,7 @@ class LlavaFormat:
 
     @staticmethod
     def read(record: dict, where: str) -> Conversation:
-        turns = require(record, "conversations", list, where)
-        messages = []
-        for i, turn in enumerate(turns):
-            if type(turn) is dict:  # fast path: a well-formed turn, checked without building field names
-                role, value = turn.get("from"), turn.get("value")
-                if type(role) is str and role in ROLES and type(value) is str:
-                    messages.append(Message(ROLES[role], value))
-                    continue
-            field = f"conversations[{i}]"
-            if not isinstance(turn, dict):
-                raise field_error(where, field, f"turn is {type_name(turn)}, expected an object with 'from' and 'value'")
-            role = map_role(require(turn, "from", str, where, field=f"{field}.from"), ROLES, where, f"{field}.from")
-            value = require(turn, "value", str, where, field=f"{field}.value")
-            messages.append(Message(role, value))
+        messages = read_turns(record, "conversations", where, role_key="from", content_key="value", roles=ROLES)
         images = read_images(record, where)
         place_images(messages, images, where, "conversations")
         return Conversation(messages, images)

@@ -13,9 +13,7 @@ from __future__ import annotations
 import re
 
 from mmtune.data.conversation import IMAGE_PLACEHOLDER, Conversation, Message
-from mmtune.data.formats.base import (
-    field_error, image_paths, map_role, place_images, register_format, require, type_name,
-)
+from mmtune.data.formats.base import field_error, image_paths, place_images, read_turns, register_format, type_name
 
 ROLES = {"user": "user", "assistant": "assistant", "system": "system"}
 IMAGE_REF = re.compile(r"<image_\d+>")
@@ -32,15 +30,7 @@ class MiniCPMFormat:
 
     @staticmethod
     def read(record: dict, where: str) -> Conversation:
-        turns = require(record, "conversations", list, where)
-        messages = []
-        for i, turn in enumerate(turns):
-            field = f"conversations[{i}]"
-            if not isinstance(turn, dict):
-                raise field_error(where, field, f"turn is {type_name(turn)}, expected an object with 'role' and 'content'")
-            role = map_role(require(turn, "role", str, where, field=f"{field}.role"), ROLES, where, f"{field}.role")
-            messages.append(Message(role, require(turn, "content", str, where, field=f"{field}.content")))
-
+        messages = read_turns(record, "conversations", where, role_key="role", content_key="content", roles=ROLES)
         image = record.get("image")
         if isinstance(image, dict):
             images = resolve_refs(messages, image, where)

@@ -12,13 +12,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from mmtune.data.conversation import IMAGE_PLACEHOLDER, ROLES, Conversation, Message
-from mmtune.data.formats.base import (
-    field_error, image_paths, map_role, place_images, register_format, require, type_name,
-)
+from mmtune.data.conversation import IMAGE_PLACEHOLDER, ROLES, Conversation
+from mmtune.data.formats.base import field_error, image_paths, place_images, read_turns, register_format, require, type_name
 
 PART_TYPES = ("text", "image_url", "image")
-ROLE_SET = frozenset(ROLES)
+ROLE_MAP = {r: r for r in ROLES}
 
 
 @register_format("openai")
@@ -31,23 +29,9 @@ class OpenAIFormat:
 
     @staticmethod
     def read(record: dict, where: str) -> Conversation:
-        items = require(record, "messages", list, where)
-        messages, images = [], []
-        for i, item in enumerate(items):
-            if type(item) is dict:  # fast path: a plain text message, checked without building field names
-                role, content = item.get("role"), item.get("content")
-                if type(role) is str and role in ROLE_SET and type(content) is str:
-                    messages.append(Message(role, content))
-                    continue
-            field = f"messages[{i}]"
-            if not isinstance(item, dict):
-                raise field_error(where, field, f"message is {type_name(item)}, expected an object with 'role' and 'content'")
-            role = map_role(require(item, "role", str, where, field=f"{field}.role"),
-                            {r: r for r in ROLES}, where, f"{field}.role")
-            content = require(item, "content", (str, list), where, field=f"{field}.content")
-            if isinstance(content, list):
-                content = read_parts(content, images, where, f"{field}.content")
-            messages.append(Message(role, content))
+        images: list[str] = []
+        messages = read_turns(record, "messages", where, role_key="role", content_key="content", roles=ROLE_MAP,
+                              noun="message", parts=lambda content, field: read_parts(content, images, where, field))
         if record.get("images") is not None:
             if images:
                 raise field_error(where, "images", "record has both image parts and an 'images' list; use one")

@@ -1,8 +1,8 @@
-"""The vision-language parts of a training run (LLaVA-style: vision encoder + projector + LLM).
+"""The model a recipe trains: a text LM with its method (LoRA / QLoRA / full), or a LLaVA model
+(LLM + vision encoder + projector) with its trainable parts; and the same LLaVA rebuilt for export.
 
-Stages are data (`method.stage`, `method.trainable`): `pretrain` trains the projector alone on
-caption data and its output is the projector (projector.safetensors + projector.json, like XTuner's
-iter_xxx.pth); `finetune` starts from `model.pretrained_projector` and trains projector + LLM (LoRA
+VLM stages are data (`method.stage`, `method.trainable`): `pretrain` trains the projector alone on
+caption data; `finetune` starts from `model.pretrained_projector` and trains projector + LLM (LoRA
 or full), optionally LoRA on the vision encoder.
 """
 
@@ -10,23 +10,38 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
+from mmtune.data.vlm import SLICE_END, SLICE_START, ImageLoader, ImageSpec, image_spec_for
 from mmtune.errors import ConfigError
+from mmtune.models.llava import build_llava, image_tokens_per_image
+from mmtune.models.load import load_causal_lm
+from mmtune.models.projector import load_projector
+from mmtune.models.trainable import apply_trainable, enable_activation_checkpointing, prepare_text_model, trainable_groups
 
 log = logging.getLogger("mmtune.train")
 
 
 @dataclass
-class VlmParts:
+class VisionParts:
+    """A LLaVA model to train and what its data needs: the processor's tokenizer (with the image
+    token), how images become tokens (`image_spec`) and pixels (`image_loader`)."""
+
     model: object
     processor: object
     tokenizer: object
-    image_spec: object
-    image_loader: object
+    image_spec: ImageSpec
+    image_loader: ImageLoader
 
 
-def check_vlm_recipe(recipe) -> None:
+def text_model(recipe, device: str):
+    """The recipe's causal LM on `device`, prepared for its method (a PeftModel for LoRA / QLoRA)."""
+    model = load_causal_lm(recipe.model, precision=recipe.train.precision,
+                           quantize_4bit=recipe.method.type == "qlora", device=device)
+    model.config.use_cache = False  # needed for packed rows and gradient checkpointing
+    return prepare_text_model(model, recipe.method, gradient_checkpointing=recipe.train.gradient_checkpointing)
+
+
+def check_vision_recipe(recipe) -> None:
     if recipe.method.type == "qlora":
         raise ConfigError("QLoRA is not supported for vision-language models yet", hint="use method.type: lora or full")
     if recipe.method.stage == "finetune" and not recipe.model.pretrained_projector:
@@ -35,14 +50,10 @@ def check_vlm_recipe(recipe) -> None:
         raise ConfigError("a vision-language recipe needs data.image_folder (image paths are relative to it)")
 
 
-def build_llava_for_recipe(recipe, dtype: str):
+def llava_for_recipe(recipe, dtype: str):
     """(model, processor) as the recipe describes them, before training: LLM + vision encoder + new or
     pretrained projector, slice-marker tokens added when the recipe slices images. Export rebuilds
     the same model before loading the trained weights."""
-    from mmtune.data.vlm import SLICE_END, SLICE_START
-    from mmtune.models.llava import build_llava
-    from mmtune.models.projector import load_projector
-
     m = recipe.model
     model, processor = build_llava(
         m.path, m.vision.path, projector=m.projector.type, vision_feature_layer=m.vision.feature_layer,
@@ -60,49 +71,26 @@ def build_llava_for_recipe(recipe, dtype: str):
     return model, processor
 
 
-def build_vlm(recipe, device: str) -> VlmParts:
-    """Model (with trainable parts set), processor, tokenizer and the image encoding/loading specs."""
-    from mmtune.data.vlm import ImageLoader, image_spec_for
-    from mmtune.models.adapters import enable_activation_checkpointing
-    from mmtune.models.freeze import apply_trainable
-    from mmtune.models.llava import image_tokens_per_image
-
-    check_vlm_recipe(recipe)
+def vision_model(recipe, device: str) -> VisionParts:
+    """The LLaVA model to train (trainable parts set, on `device`) and its image handling."""
+    check_vision_recipe(recipe)
     m = recipe.model
     dtype = m.dtype if m.dtype != "auto" else ("bfloat16" if recipe.train.precision == "bf16" else "float32")
-    model, processor = build_llava_for_recipe(recipe, dtype)
+    model, processor = llava_for_recipe(recipe, dtype)
     tokenizer = processor.tokenizer
     model.config.use_cache = False
     model.config.text_config.use_cache = False
     if recipe.train.gradient_checkpointing:
         enable_activation_checkpointing(model)
-    model = apply_trainable(model, recipe.method.vlm_trainable(), recipe.method.lora)
+    model = apply_trainable(model, trainable_groups(recipe.method, vision=True), recipe.method.lora)
     model.to(device)
     spec = image_spec_for(tokenizer, model.config.image_token_id, image_tokens_per_image(model.config), recipe.data)
     loader = ImageLoader(processor.image_processor, recipe.data.image_mode, recipe.data.slice)
-    return VlmParts(model, processor, tokenizer, spec, loader)
+    return VisionParts(model, processor, tokenizer, spec, loader)
 
 
-def vlm_meta(recipe) -> dict:
-    m = recipe.model
-    return {
-        "vision": m.vision.model_dump(),
-        "projector": m.projector.model_dump(),
-        "pretrained_projector": m.pretrained_projector,
-        "stage": recipe.method.stage,
-        "trainable": recipe.method.vlm_trainable(),
-        "image_mode": recipe.data.image_mode,
-        "slice": recipe.data.slice.model_dump() if recipe.data.slice else None,
-    }
+def sample_images(recipe) -> list:
+    """The recipe's `eval.evaluation_images`, opened (for the sample chats of a VLM run)."""
+    from mmtune.data.images import open_image
 
-
-def save_final(trainer, parts: VlmParts, recipe, final_dir: Path) -> None:
-    """Pretrain: the projector alone. Finetune: the trained weights (adapter or full model) + processor."""
-    from mmtune.models.projector import save_projector
-
-    if recipe.method.stage == "pretrain":
-        save_projector(trainer.model, final_dir)
-        log.info("pretrained projector saved to %s (use it as model.pretrained_projector)", final_dir)
-        return
-    trainer.save_model(str(final_dir))
-    parts.processor.save_pretrained(str(final_dir))
+    return [open_image(p, f"eval.evaluation_images[{k}]") for k, p in enumerate(recipe.eval.evaluation_images)]

@@ -13,7 +13,7 @@ import torch
 
 from mmtune.config.schema import LoraConfig
 from mmtune.errors import ConfigError
-from mmtune.models.freeze import apply_trainable, trainable_summary
+from mmtune.models.trainable import apply_trainable, trainable_summary
 from mmtune.models.llava import build_llava
 from mmtune.testing.tiny import tiny_lm_dir
 from mmtune.testing.tiny_vision import tiny_image, tiny_vision_dir

@@ -31,15 +31,6 @@ def zero_tag(checkpoint: Path) -> str | None:
     return steps[-1] if len(steps) == 1 else None
 
 
-def is_unconsolidated_zero_checkpoint(checkpoint: Path) -> bool:
-    """A ZeRO checkpoint whose weights exist only as per-rank shards."""
-    from mmtune.train.checkpoints import WEIGHT_FILES
-
-    checkpoint = Path(checkpoint)
-    has_consolidated = any((checkpoint / f).exists() for f in WEIGHT_FILES)
-    return not has_consolidated and any(checkpoint.glob("global_step*"))
-
-
 def _fp32_state_dict(checkpoint: Path, *, trainable_only: bool) -> dict:
     try:
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint

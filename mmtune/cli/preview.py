@@ -1,11 +1,15 @@
-"""`mmtune data preview`: the first samples exactly as the model sees them, trained spans marked."""
+"""`mmtune data preview`: the first samples exactly as the model sees them, trained spans marked.
+
+The samples are the recipe's first conversations encoded by the run's own encoder (tokenizer,
+template, system prompt, length policy: mmtune.builders), so what this prints is what trains."""
 
 from __future__ import annotations
 
 import json
 import sys
 
-from mmtune.data.encode import IGNORE_INDEX, EncodedSample
+from mmtune.constants import IGNORE_INDEX
+from mmtune.data.encode import EncodedSample
 
 START, END = "\u27e6", "\u27e7"  # ⟦ trained text ⟧ when the output is not a colour terminal
 
@@ -26,14 +30,14 @@ def run_preview(config: str, *, n: int = 3, as_json: bool = False, overrides=())
     from rich.console import Console
     from rich.text import Text
 
+    from mmtune.builders.data import encoder as run_encoder
+    from mmtune.builders.tokenizer import tokenizer_and_template
     from mmtune.config.load import load_config
     from mmtune.data.dataset import load_conversations
-    from mmtune.data.encode import encoder_from_recipe
-    from mmtune.models.load import load_tokenizer
 
     recipe = load_config(config, overrides)
-    tokenizer = load_tokenizer(recipe.model)
-    encoder = encoder_from_recipe(recipe, tokenizer)
+    tokenizer, _ = tokenizer_and_template(recipe)
+    encoder = run_encoder(recipe, tokenizer)
     convs = load_conversations(recipe.data.datasets)[:n]
     items = []
     for conv in convs:

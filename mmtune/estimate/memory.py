@@ -48,83 +48,17 @@ These are planning numbers, not a guarantee: fragmentation, the attention kernel
 
 from __future__ import annotations
 
-import json
-import warnings
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 from mmtune.errors import MmtuneError
+from mmtune.estimate.setup import STRATEGIES, Setup, setup_from_recipe
+from mmtune.estimate.sizes import ModelSize, model_size_for_recipe
+from mmtune.models import chunked_loss
+from mmtune.models.trainable import default_groups
 
 GiB = 1024**3
 NF4_BYTES = 0.5 + 1 / 64 + 4 / (64 * 256)  # 4-bit value + 8-bit absmax per 64-block + fp32 per 256 absmaxes
 CUDA_OVERHEAD = 1.0 * GiB
-STRATEGIES = ("ddp", "zero1", "zero2", "zero3", "fsdp_shard_grad_op", "fsdp_full_shard")
-
-
-@dataclass(frozen=True)
-class ModelSize:
-    """What the estimate needs to know about a model; counted once from its config."""
-
-    name: str
-    params: int  # all parameters (tied weights once)
-    quantizable_params: int  # decoder Linear weights: what 4-bit QLoRA quantizes
-    embedding_params: int  # input embedding (lm_head when untied counts in largest_unit too)
-    layer_params: int  # one decoder layer
-    hidden_size: int
-    num_layers: int
-    num_heads: int
-    vocab_size: int
-    intermediate_size: int = 0  # the MLP's inner width (0: unknown, taken as 4 x hidden)
-    kv_size: int = 0  # key/value width: key-value heads x head size (0: unknown, taken as hidden)
-    lora_params: int = 0  # trainable parameters of the recipe's LoRA
-    vision_params: int = 0  # vision encoder (0: text-only model)
-    projector_params: int = 0
-    vision_hidden: int = 0
-    vision_layers: int = 0
-    vision_heads: int = 0
-    image_tokens: int = 0  # tokens one image is inside the vision encoder
-
-    @property
-    def total_params(self) -> int:
-        return self.params + self.vision_params + self.projector_params
-
-
-@dataclass(frozen=True)
-class Setup:
-    """How the model trains: method, precision, parallelism, batch shape."""
-
-    method: str = "lora"  # lora | qlora | full
-    precision: str = "bf16"  # bf16 | fp16 | fp32
-    gpus: int = 1
-    strategy: str = "ddp"  # one of STRATEGIES ("ddp" on one GPU = plain training)
-    offload_optimizer: bool = False
-    offload_params: bool = False
-    micro_batch: int = 1
-    seq_len: int = 2048
-    gradient_checkpointing: bool = False
-    optimizer: str = "adamw_torch_fused"
-    attention: str = "sdpa"  # eager keeps the s×s scores
-    images_per_sample: int = 1
-    stage: str = "finetune"  # VLM: pretrain trains the projector only
-    trainable: tuple[str, ...] | None = None  # VLM parts the recipe trains, when it names them
-    comm_bucket_elements: int = 0  # DeepSpeed buckets (see deepspeed_setup)
-    chunked_loss: bool = False  # train.chunked_loss (activation_bytes ignores it under ZeRO-3 / FSDP)
-    fused_layers: bool = False  # train.fused_layers (off under ZeRO-3 / FSDP, as in training)
-    lora_rank: int = 16
-
-    @property
-    def deepspeed(self) -> bool:
-        return self.strategy.startswith("zero")
-
-    @property
-    def fsdp(self) -> bool:
-        return self.strategy.startswith("fsdp")
-
-    @property
-    def params_sharded(self) -> bool:
-        """ZeRO-3 / FSDP: weights are whole only inside their modules' hooks, so training runs
-        without the chunked loss and the fused layers (mmtune.train.launch.params_sharded)."""
-        return self.strategy == "zero3" or self.fsdp
 
 
 @dataclass
@@ -141,135 +75,15 @@ class Estimate:
         return self.total / GiB
 
 
-# ---- counting parameters from a config -----------------------------------------------------------
-
-
-def load_model_config(source: str | Path, trust_remote_code: bool = False):
-    """A transformers config from a model dir, a config.json file, or a hub id (needs network)."""
-    from transformers import AutoConfig, PretrainedConfig
-
-    path = Path(source).expanduser()
-    if path.is_file():
-        data = json.loads(path.read_text(encoding="utf-8"))
-        model_type = data.pop("model_type", None)
-        if model_type is None:
-            raise MmtuneError(f"{path}: config has no model_type", hint="use a config.json saved by transformers")
-        from transformers import CONFIG_MAPPING
-
-        cls = CONFIG_MAPPING[model_type] if model_type in CONFIG_MAPPING else PretrainedConfig
-        config = cls(**data)
-        config.name_or_path = str(path.parent if path.name == "config.json" else path.with_suffix(""))
-        return config
-    try:
-        return AutoConfig.from_pretrained(str(source), trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as e:
-        raise MmtuneError(f"cannot read the model config of {str(source)!r}: {e}".splitlines()[0],
-                          hint="give a local model dir or --config-json PATH/config.json") from None
-
-
-def _meta_causal_lm(config, trust_remote_code: bool):
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    with torch.device("meta"):
-        return AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
-
-
-def _text_config(config):
-    return getattr(config, "text_config", None) or config
-
-
-def count_model(config, lora=None, *, name: str = "model", trust_remote_code: bool = False) -> ModelSize:
-    """ModelSize of a causal LM config; `lora` (the recipe's LoraConfig section) sets lora_params."""
-    import torch
-
-    model = _meta_causal_lm(config, trust_remote_code)
-    params = sum(p.numel() for p in model.parameters())
-    out_emb = model.get_output_embeddings()
-    quantizable = sum(m.weight.numel() for m in model.modules()
-                      if isinstance(m, torch.nn.Linear) and m is not out_emb)
-    embedding = model.get_input_embeddings().weight.numel()
-    layers = _decoder_layers(model)
-    layer_params = max((sum(p.numel() for p in layer.parameters()) for layer in layers), default=0)
-    text = _text_config(config)
-    lora_params = _count_lora(model, lora) if lora is not None else 0
-    heads = text.num_attention_heads
-    head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
-    kv_heads = getattr(text, "num_key_value_heads", None) or heads
-    return ModelSize(
-        name=name, params=params, quantizable_params=quantizable, embedding_params=embedding,
-        layer_params=layer_params, hidden_size=text.hidden_size, num_layers=text.num_hidden_layers,
-        num_heads=heads, vocab_size=text.vocab_size, intermediate_size=getattr(text, "intermediate_size", 0) or 0,
-        kv_size=kv_heads * head_dim, lora_params=lora_params,
-    )
-
-
-def _decoder_layers(model):
-    names = set(getattr(model, "_no_split_modules", None) or [])
-    return [m for m in model.modules() if type(m).__name__ in names]
-
-
-def _count_lora(meta_model, lora) -> int:
-    import torch
-    from peft import LoraConfig, get_peft_model
-
-    config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=0.0, target_modules=lora.target_modules,
-                        modules_to_save=list(lora.modules_to_save) or None, task_type="CAUSAL_LM")
-    with torch.device("meta"), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # deprecation chatter from peft/transformers about the meta model
-        peft_model = get_peft_model(meta_model, config)
-    return sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
-
-
-def add_vision(size: ModelSize, vision_config, *, projector: str = "mlp2x_gelu", query_nums: int = 64,
-               trust_remote_code: bool = False) -> ModelSize:
-    """The LM's ModelSize plus a vision encoder (counted on meta) and its projector (by formula:
-    mlp2x_gelu = two Linear layers v·h + h·h; resampler ≈ queries + cross-attention 4·h² + v·h)."""
-    import torch
-    from transformers import AutoModel
-
-    vcfg = getattr(vision_config, "vision_config", None) or vision_config
-    with torch.device("meta"):
-        vision = AutoModel.from_config(vcfg, trust_remote_code=trust_remote_code)
-    vision_params = sum(p.numel() for p in vision.parameters())
-    from mmtune.models.llava import EXTRA_TOKENS  # CLIP adds a CLS token, SigLIP none
-
-    v, h = vcfg.hidden_size, size.hidden_size
-    image_tokens = (vcfg.image_size // vcfg.patch_size) ** 2 + EXTRA_TOKENS.get(vcfg.model_type, 1)
-    if projector == "resampler":
-        proj = query_nums * h + v * h + 4 * h * h + 4 * h
-    else:
-        proj = v * h + h + h * h + h
-    return replace(size, vision_params=vision_params, projector_params=proj, vision_hidden=v,
-                   vision_layers=vcfg.num_hidden_layers, vision_heads=vcfg.num_attention_heads,
-                   image_tokens=image_tokens)
-
-
-def synthetic_llama(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
-                    num_key_value_heads=None, vocab_size=32000, tie_word_embeddings=False, name="llama-7b"):
-    """A LlamaConfig with the given sizes (defaults: Llama-2-7B), for estimates without a download."""
-    from transformers import LlamaConfig
-
-    config = LlamaConfig(hidden_size=hidden_size, intermediate_size=intermediate_size,
-                         num_hidden_layers=num_hidden_layers, num_attention_heads=num_attention_heads,
-                         num_key_value_heads=num_key_value_heads or num_attention_heads,
-                         vocab_size=vocab_size, tie_word_embeddings=tie_word_embeddings)
-    config.name_or_path = name
-    return config
-
-
 # ---- the arithmetic ----------------------------------------------------------------------------------
 
 
 def trained_parts(setup: Setup, size: ModelSize) -> set[str]:
-    """What trains: llm | llm.lora, and for a VLM projector, vision | vision.lora (as in the recipe)."""
-    if not size.vision_params:
-        return {"llm"} if setup.method == "full" else {"llm.lora"}
-    if setup.trainable is not None:
+    """What trains: llm | llm.lora, and for a VLM projector, vision | vision.lora (as in the recipe,
+    with training's defaults, mmtune.models.trainable)."""
+    if size.vision_params and setup.trainable is not None:
         return set(setup.trainable)
-    if setup.stage == "pretrain":
-        return {"projector"}
-    return {"projector", "llm"} if setup.method == "full" else {"projector", "llm.lora"}
+    return set(default_groups(setup.method, setup.stage, vision=bool(size.vision_params)))
 
 
 def _optimizer_bytes(setup: Setup, weight_bytes: float) -> float:
@@ -407,8 +221,6 @@ def activation_bytes(size: ModelSize, setup: Setup, vision_trainable: bool = Fal
     one = s * b * decoder_layer_bytes(size, setup, s, c, llm_weights)
     acts = L * s * b * h * c + one if setup.gradient_checkpointing else L * one
     if setup.chunked_loss and not setup.params_sharded:  # sharded head: the plain loss
-        from mmtune.models import chunked_loss
-
         rows = min(s * b, chunked_loss.rows_per_chunk(size.vocab_size, chunked_loss.CHUNK_ELEMENTS))
         # the fp32 accumulator of the head's gradient, and its copy in the weight's dtype in backward
         head_grad = size.vocab_size * h * (4 + c) if head_trains else 0
@@ -429,76 +241,10 @@ def activation_bytes(size: ModelSize, setup: Setup, vision_trainable: bool = Fal
     return acts, logits, vision
 
 
-# ---- from a recipe and CLI flags ------------------------------------------------------------------------
-
-
-def deepspeed_setup(name_or_file: str, hidden_size: int) -> dict:
-    """Setup fields from a DeepSpeed config: strategy, offloads, communication bucket sizes."""
-    from mmtune.train.deepspeed import load_deepspeed_config, zero_stage
-
-    config = load_deepspeed_config(name_or_file)
-    stage = zero_stage(config)
-    zero = config.get("zero_optimization", {})
-
-    def offloaded(key):
-        return str((zero.get(key) or {}).get("device", "none")).lower() not in ("none", "")
-
-    def elements(key, default):
-        value = zero.get(key, default)
-        return default if value == "auto" else int(float(value))
-
-    h2 = hidden_size * hidden_size
-    buckets = elements("reduce_bucket_size", 500_000_000) if zero.get("reduce_bucket_size") != "auto" else h2
-    if stage == 3:
-        prefetch = zero.get("stage3_prefetch_bucket_size", 50_000_000)
-        buckets += int(0.9 * h2) if prefetch == "auto" else int(float(prefetch))
-    else:
-        buckets += elements("allgather_bucket_size", 500_000_000)
-    return {"strategy": f"zero{stage}" if stage else "ddp", "offload_optimizer": offloaded("offload_optimizer"),
-            "offload_params": offloaded("offload_param"), "comm_bucket_elements": buckets}
-
-
-def setup_from_recipe(recipe, *, gpus: int = 1, deepspeed: str | None = None, fsdp: str | None = None,
-                      fsdp_offload: bool = False, hidden_size: int = 0) -> Setup:
-    t = recipe.train
-    fields = dict(method=recipe.method.type, precision=t.precision, gpus=gpus, micro_batch=t.micro_batch_size,
-                  seq_len=recipe.data.max_length, gradient_checkpointing=t.gradient_checkpointing,
-                  optimizer=t.optimizer, attention=recipe.model.attn_implementation or "sdpa",
-                  chunked_loss=t.chunked_loss, fused_layers=t.fused_layers, lora_rank=recipe.method.lora.r)
-    vision = getattr(recipe.model, "vision", None)
-    if vision is not None:
-        slicing = getattr(recipe.data, "slice", None)
-        fields["images_per_sample"] = slicing.max_slice_nums + 1 if slicing else 1
-        fields["stage"] = recipe.method.stage
-        fields["trainable"] = tuple(recipe.method.trainable) if recipe.method.trainable is not None else None
-    if deepspeed and fsdp:
-        raise MmtuneError("--deepspeed and --fsdp are two ways to shard a model: pick one")
-    if deepspeed:
-        fields.update(deepspeed_setup(deepspeed, hidden_size))
-    elif fsdp:
-        fields.update(strategy=f"fsdp_{fsdp}", offload_params=fsdp_offload, offload_optimizer=fsdp_offload)
-    return Setup(**fields)
-
-
 def estimate_for_recipe(recipe, *, gpus: int = 1, deepspeed: str | None = None) -> Estimate:
     """The estimate for a recipe as it is, on `gpus` GPUs (with a DeepSpeed config, or plain)."""
     size = model_size_for_recipe(recipe)
     return estimate(size, setup_from_recipe(recipe, gpus=gpus, deepspeed=deepspeed, hidden_size=size.hidden_size))
-
-
-def model_size_for_recipe(recipe, config_json: str | None = None) -> ModelSize:
-    """Count the recipe's model (and vision encoder, when it has one) from configs only."""
-    trust = recipe.model.trust_remote_code
-    source = config_json or recipe.model.path
-    config = load_model_config(source, trust)
-    name = Path(str(getattr(config, "name_or_path", "") or source)).name
-    size = count_model(config, recipe.method.lora, name=name, trust_remote_code=trust)
-    vision = getattr(recipe.model, "vision", None)
-    if vision is not None:
-        vconfig = load_model_config(vision.path, trust)
-        projector = recipe.model.projector
-        size = add_vision(size, vconfig, projector=projector.type, query_nums=projector.query_nums, trust_remote_code=trust)
-    return size
 
 
 # ---- the table -------------------------------------------------------------------------------------------

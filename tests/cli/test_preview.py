@@ -7,7 +7,7 @@ import json
 import yaml
 
 from mmtune.cli.main import main
-from mmtune.data.preview import END, START
+from mmtune.cli.preview import END, START
 
 
 def write_recipe(tmp_path, model_dir, max_length=256):

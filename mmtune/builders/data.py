@@ -1,0 +1,58 @@
+"""The data of a run: encoder, encoded datasets (once across processes), training rows, eval
+conversations, and the sample-length measure of `mmtune data check --config`."""
+
+from __future__ import annotations
+
+from mmtune.data.dataset import TrainRows, cache_key, dataset_cache_root, encode_datasets
+from mmtune.data.encode import ConversationEncoder, encoder_for
+from mmtune.data.eval_set import EvalSet, read_eval_set
+from mmtune.errors import ConfigError
+
+
+def encoder(recipe, tokenizer) -> ConversationEncoder:
+    return encoder_for(recipe.data, tokenizer)
+
+
+def encoded_data(recipe, tokenizer, *, image_spec=None, world_size: int = 1):
+    """`encode_datasets` of the recipe's data, tokenized once across the `world_size` processes of
+    a job: every rank takes a file lock on the dataset cache entry; the first holder encodes and
+    caches, the others then load the cache. The lock has no timeout and is no collective (a rank
+    waits as long as the tokenization takes, so a long one cannot hit the process group's timeout);
+    ranks on other nodes lock their own cache, or share it on a shared file system."""
+    if world_size <= 1:
+        return encode_datasets(recipe.data, tokenizer, image_spec=image_spec)
+    from filelock import FileLock
+
+    root = dataset_cache_root()
+    root.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(root / f"{cache_key(recipe.data, tokenizer, image_spec)}.lock")):
+        return encode_datasets(recipe.data, tokenizer, image_spec=image_spec)
+
+
+def train_rows(recipe, encoded, image_loader=None) -> TrainRows:
+    d = recipe.data
+    return TrainRows(encoded, pack=d.pack_to_max_length, max_length=d.max_length, seed=recipe.train.seed,
+                     image_loader=image_loader, bad_images=d.bad_images, max_bad_fraction=d.max_bad_fraction)
+
+
+def eval_set(recipe) -> EvalSet | None:
+    """The conversations of `eval.datasets` (None without any). Read before the model loads, so a
+    bad file fails in seconds."""
+    cfg = recipe.eval
+    if not cfg.datasets:
+        return None
+    if recipe.model.vision is not None:
+        raise ConfigError("eval.datasets scores text models only for now",
+                          hint="drop eval.datasets, and evaluate the VLM after training with `mmtune eval mmbench`")
+    return read_eval_set(cfg.datasets, cfg.max_samples, recipe.train.seed)
+
+
+def sample_length_fn(config: str, overrides=()):
+    """(conversation -> token count, max_length) with the tokenizer, template and length policy of
+    a recipe, for `mmtune data check --config CONFIG [--set ...]`."""
+    from mmtune.builders.tokenizer import tokenizer_and_template
+    from mmtune.config.load import load_config
+
+    recipe = load_config(config, overrides)
+    tokenizer, _ = tokenizer_and_template(recipe)
+    return encoder(recipe, tokenizer).length, recipe.data.max_length

@@ -1,0 +1,28 @@
+"""What a run records next to its weights (mmtune_meta.json in every checkpoint and in final/):
+what export, chat and serve need to rebuild the model and its input format without the recipe."""
+
+from __future__ import annotations
+
+from mmtune.models.trainable import trainable_groups
+
+
+def run_meta(recipe) -> dict:
+    m = recipe.model
+    meta = {
+        "base_model": m.path,
+        "method": recipe.method.type,
+        "template": recipe.data.template,
+        "system": recipe.data.system,
+        "trust_remote_code": m.trust_remote_code,
+    }
+    if m.vision is not None:
+        meta.update({
+            "vision": m.vision.model_dump(),
+            "projector": m.projector.model_dump(),
+            "pretrained_projector": m.pretrained_projector,
+            "stage": recipe.method.stage,
+            "trainable": trainable_groups(recipe.method, vision=True),
+            "image_mode": recipe.data.image_mode,
+            "slice": recipe.data.slice.model_dump() if recipe.data.slice else None,
+        })
+    return meta

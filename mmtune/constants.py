@@ -1,0 +1,6 @@
+"""Constants every floor shares."""
+
+from __future__ import annotations
+
+# The label of a token that gets no loss: torch's cross_entropy default and transformers' convention.
+IGNORE_INDEX = -100

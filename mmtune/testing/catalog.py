@@ -1,0 +1,28 @@
+"""The tiny models `mmtune make-tiny` offers, by kind, and copying one out of the cache."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from mmtune.testing.tiny import tiny_lm_dir, tiny_tokenizer_dir
+from mmtune.testing.tiny_vision import tiny_vision_dir
+
+LM_KINDS = ("qwen2", "llama")
+VISION_KINDS = ("clip", "siglip")
+KINDS = (*LM_KINDS, *VISION_KINDS)
+
+
+def copy_tiny(kind: str, dest: Path) -> Path:
+    """Copy a cached tiny model (or the tokenizer) to `dest`, for demos that want their own copy."""
+    if kind == "tokenizer":
+        src = tiny_tokenizer_dir()
+    elif kind in VISION_KINDS:
+        src = tiny_vision_dir(kind)
+    else:
+        src = tiny_lm_dir(kind)
+    dest = Path(dest)
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.copytree(src, dest, ignore=shutil.ignore_patterns(".complete"))
+    return dest

@@ -1,0 +1,72 @@
+"""The Trainer of a run: model made ready for its rows, collator, callbacks."""
+
+from __future__ import annotations
+
+import logging
+
+from mmtune.builders.meta import run_meta
+from mmtune.builders.model import sample_images
+from mmtune.data.collate import FlatCollator, PaddingCollator
+from mmtune.models.packed_attention import flat_collator_options, use_packed_attention
+from mmtune.models.trainable import count_parameters
+from mmtune.train import callbacks as cb
+from mmtune.train import launch
+from mmtune.train.eval_callback import EvalDatasetCallback
+from mmtune.train.host_memory import ReleaseHostMemoryCallback
+from mmtune.train.trainer import MmtuneTrainer
+
+log = logging.getLogger("mmtune.train")
+
+
+def make_trainer(recipe, run, model, tokenizer, template, rows, eval_set=None, vision=None, extra_callbacks=None):
+    from torch.utils.tensorboard import SummaryWriter
+    from transformers.integrations import TensorBoardCallback
+    from transformers.trainer_callback import ProgressCallback
+
+    if rows.pack:  # sdpa -> per-sample attention over the flat row (eager and flash stay as they are)
+        log.info("packed rows: attention %s", use_packed_attention(model))
+    trainable, total = count_parameters(model)
+    log.info("parameters: %s trainable of %s (%.2f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / max(total, 1))
+    collator = FlatCollator(**flat_collator_options(model)) if rows.pack else PaddingCollator(tokenizer.pad_token_id)
+    trainer = MmtuneTrainer(
+        model=model,
+        args=run.args,
+        train_dataset=rows,
+        shuffle=recipe.data.shuffle,
+        data_collator=collator,
+        processing_class=tokenizer,
+        callbacks=[
+            launch.sample_chat_callback(sample_chat(recipe, run, tokenizer, template, vision),
+                                        run.strategy.params_sharded),
+            ReleaseHostMemoryCallback(),  # after the sample chats' on_train_begin
+            cb.ReadableLogCallback(),
+            cb.LossPlotCallback(run.work_dir),
+            cb.MetaCallback(run_meta(recipe)),
+            TensorBoardCallback(tb_writer=SummaryWriter(str(run.work_dir / "tensorboard"))
+                                if launch.is_main_process() else None),
+            *(extra_callbacks or []),
+        ],
+    )
+    if eval_set is not None:
+        e = recipe.eval
+        trainer.add_callback(EvalDatasetCallback(
+            trainer, eval_set, tokenizer, template, every_n_steps=e.every_n_steps, max_length=recipe.data.max_length,
+            system=recipe.data.system, batch_size=e.batch_size or recipe.train.micro_batch_size, generate=e.generate,
+            max_new_tokens=e.max_new_tokens))
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(cb.QuietProgressCallback())
+    return trainer
+
+
+def sample_chat(recipe, run, tokenizer, template, vision=None) -> cb.SampleChatCallback:
+    """Answers to `eval.evaluation_inputs` (with `evaluation_images` for a VLM) as training goes."""
+    from mmtune.infer.vision import VisionInputs
+
+    e = recipe.eval
+    images = {}
+    if vision is not None:
+        images = {"images": sample_images(recipe), "vision": VisionInputs(vision.image_spec, vision.image_loader)}
+    return cb.SampleChatCallback(
+        tokenizer, template, e.evaluation_inputs, every_n_steps=e.every_n_steps,
+        system=e.system if e.system is not None else recipe.data.system, max_new_tokens=e.max_new_tokens,
+        out_file=run.work_dir / "samples.jsonl", **images)
