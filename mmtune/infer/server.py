@@ -12,8 +12,6 @@ import contextlib
 import hmac
 import json
 import logging
-import socket
-import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -257,36 +255,6 @@ def _add_ui(app: FastAPI, settings: ServerSettings, vision: bool) -> None:
                 "max_tokens": settings.default_max_tokens}
 
     app.mount("/ui", StaticFiles(directory=str(webui)), name="ui")
-
-
-@dataclass
-class RunningServer:
-    url: str  # http://host:port
-    server: object
-    thread: threading.Thread
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
-
-
-def serve_in_thread(app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> RunningServer:
-    """Run `app` in a background thread (tests, notebooks, benchmarks); port 0 picks a free port."""
-    import uvicorn
-
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))  # bound here, so the port is known before the thread starts and never raced
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="mmtune-server", daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not server.started and thread.is_alive() and time.time() < deadline:
-        time.sleep(0.02)
-    if not server.started:
-        raise RuntimeError("the server did not start")
-    host_part = f"[{host}]" if ":" in host else host
-    return RunningServer(f"http://{host_part}:{sock.getsockname()[1]}", server, thread)
 
 
 def run_server(loaded: LoadedModel, settings: ServerSettings, host: str, port: int) -> None:

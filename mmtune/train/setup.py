@@ -8,7 +8,7 @@ from mmtune.builders.meta import run_meta
 from mmtune.builders.model import sample_images
 from mmtune.data.collate import FlatCollator, PaddingCollator
 from mmtune.models.packed_attention import flat_collator_options, use_packed_attention
-from mmtune.models.trainable import count_parameters
+from mmtune.models.trainable import count_parameters, trainable_summary
 from mmtune.train import callbacks as cb
 from mmtune.train import launch
 from mmtune.train.eval_callback import EvalDatasetCallback
@@ -27,6 +27,9 @@ def make_trainer(recipe, run, model, tokenizer, template, rows, eval_set=None, v
         log.info("packed rows: attention %s", use_packed_attention(model))
     trainable, total = count_parameters(model)
     log.info("parameters: %s trainable of %s (%.2f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / max(total, 1))
+    if vision is not None:
+        log.info("trainable by part: %s", ", ".join(f"{part} {t:,}/{n:,}" for part, (t, n) in trainable_summary(model).items()
+                                                    if part != "all"))
     collator = FlatCollator(**flat_collator_options(model)) if rows.pack else PaddingCollator(tokenizer.pad_token_id)
     trainer = MmtuneTrainer(
         model=model,

@@ -93,9 +93,10 @@ def test_cli_eval_text(trained, tmp_path, capsys):
                             for q in HELD_OUT[:4]))
     work = tmp_path / "text_eval"
     assert main(["eval", "text", base, "--adapter", adapter, "--data", str(data), "--work-dir", str(work),
-                 "--max-new-tokens", "16", "--no-progress"]) == 0
+                 "--max-new-tokens", "16", "--no-progress", "--prompt-template", "chatml"]) == 0
     assert "4 conversations" in capsys.readouterr().out
     summary = json.loads((work / "summary.json").read_text())
+    assert summary["template"] == "chatml"  # --prompt-template, as every other command spells it
     assert {"loss", "perplexity", "exact_match", "contains_match", "n", "n_tokens"} <= set(summary)
     details = [json.loads(line) for line in (work / "predictions.jsonl").read_text().splitlines()]
     assert len(details) == 4 and details[0]["reference"] == REFERENCE

@@ -19,7 +19,8 @@ import pytest
 
 from mmtune.export.to_hf import checkpoint_to_hf
 from mmtune.infer.load import load_for_inference
-from mmtune.infer.server import ServerSettings, create_app, serve_in_thread
+from mmtune.infer.server import ServerSettings, create_app
+from mmtune.testing.serving import serve_in_thread
 from mmtune.testing.runs import NAME, QUESTION, lora_run
 
 ARTIFACTS = Path(os.environ.get("MMTUNE_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts"))

@@ -170,3 +170,17 @@ def test_swapped_modules_keep_parameters_and_keys_and_go_back():
     assert {name: type(m) for name, m in model.named_modules()} == originals
     assert not any(isinstance(m, (FusedRMSNorm, FusedGatedMLP)) for m in model.modules())
     assert torch.equal(model.model.norm.weight, params["model.norm.weight"]) and bool((model.model.norm.weight > 0.5).all())
+
+
+def test_module_swaps_revert_in_reverse_order():
+    from mmtune.models.patching import ModuleSwaps
+
+    model = nn.Sequential(nn.Linear(2, 2), nn.Sequential(nn.ReLU(), nn.Tanh()))
+    first, inner = model[0], model[1][0]
+    swaps = ModuleSwaps(model)
+    swaps.replace("0", nn.Identity())
+    swaps.replace("1.0", nn.Sigmoid())
+    swaps.replace("1.0", nn.GELU())  # the same place twice: revert still ends at the original
+    assert isinstance(model[0], nn.Identity) and isinstance(model[1][0], nn.GELU)
+    swaps.revert()
+    assert model[0] is first and model[1][0] is inner and not swaps.new_modules()

@@ -187,3 +187,42 @@ def test_adapter_checkpoint_round_trip(tmp_path):
     reloaded = PeftModel.from_pretrained(fresh, tmp_path / "adapter").eval()
     with torch.no_grad():
         torch.testing.assert_close(reloaded(**probe).logits, expected, rtol=0, atol=1e-5)
+
+
+# ---- the same policy for a text LM ------------------------------------------------------------------
+
+
+def text_batch():
+    ids = torch.randint(5, 200, (2, 12), generator=torch.Generator().manual_seed(0))
+    return {"input_ids": ids, "labels": ids}
+
+
+def test_text_defaults_are_llm_or_llm_lora_and_vlm_defaults_follow_the_stage():
+    from mmtune.config.schema import MethodConfig
+    from mmtune.models.trainable import trainable_groups
+
+    assert trainable_groups(MethodConfig(type="full"), vision=False) == ["llm"]
+    assert trainable_groups(MethodConfig(type="qlora"), vision=False) == ["llm.lora"]
+    assert trainable_groups(MethodConfig(type="lora", stage="pretrain"), vision=True) == ["projector"]
+    assert trainable_groups(MethodConfig(type="full"), vision=True) == ["projector", "llm"]
+    assert trainable_groups(MethodConfig(trainable=["projector", "vision"]), vision=True) == ["projector", "vision"]
+
+
+def test_text_lora_adapts_every_linear_but_the_head_and_full_trains_everything():
+    from transformers import AutoModelForCausalLM
+
+    lora = apply_trainable(AutoModelForCausalLM.from_pretrained(tiny_lm_dir("qwen2")), ["llm.lora"], LORA)
+    changed, names = train_steps(lora, text_batch())
+    assert changed and all("lora_" in k for k in changed)
+    adapted = {k.split(".lora_")[0].rsplit(".", 1)[-1] for k in changed}
+    assert adapted == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    full = AutoModelForCausalLM.from_pretrained(tiny_lm_dir("qwen2"))
+    assert apply_trainable(full, ["llm"], LORA) is full and all(p.requires_grad for p in full.parameters())
+
+
+def test_text_models_refuse_vision_groups():
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_lm_dir("qwen2"))
+    with pytest.raises(ConfigError, match=r"unknown trainable group\(s\) \['projector'\] for a text model"):
+        apply_trainable(model, ["projector", "llm.lora"], LORA)
