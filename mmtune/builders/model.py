@@ -16,6 +16,7 @@ from mmtune.errors import ConfigError
 from mmtune.models.llava import build_llava, image_tokens_per_image
 from mmtune.models.load import load_causal_lm
 from mmtune.models.projector import load_projector
+from mmtune.models.remote_code import check_first_forward
 from mmtune.models.trainable import apply_trainable, enable_activation_checkpointing, prepare_text_model, trainable_groups
 
 log = logging.getLogger("mmtune.train")
@@ -38,6 +39,7 @@ def text_model(recipe, device: str):
     model = load_causal_lm(recipe.model, precision=recipe.train.precision,
                            quantize_4bit=recipe.method.type == "qlora", device=device)
     model.config.use_cache = False  # needed for packed rows and gradient checkpointing
+    check_first_forward(model)
     return prepare_text_model(model, recipe.method, gradient_checkpointing=recipe.train.gradient_checkpointing)
 
 

@@ -19,7 +19,10 @@ saved with the training chat template, so `apply_chat_template` reproduces the t
 MERGE_EPILOG = """\
 examples:
   mmtune convert merge Qwen/Qwen2.5-0.5B-Instruct hf_adapter merged
-  mmtune convert merge ./internlm2-chat-1_8b hf_adapter merged --max-shard-size 2GB --trust-remote-code
+  mmtune convert merge ./internlm2-chat-1_8b hf_adapter merged --max-shard-size 2GB
+  mmtune convert merge internlm/internlm2-chat-1_8b hf_adapter merged_ilm2 --layout internlm2   # InternLM2's layout
+An InternLM2 base loads natively (as Llama; no remote code); the merged model is written as Llama
+(loads anywhere without remote code) unless --layout internlm2 asks for InternLM2's own layout.
 """
 
 
@@ -31,6 +34,7 @@ def register(sub) -> None:
         c.add_argument("config", metavar="CONFIG", help="the recipe the checkpoint was trained with")
         c.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint-N or final directory of the run")
         c.add_argument("out", metavar="OUT", help="output directory")
+        add_layout_option(c)
         add_set_option(c)
         c.set_defaults(func=run_to_hf)
     m = add_parser(commands, "merge", "merge a LoRA adapter into its base model", MERGE_EPILOG)
@@ -40,14 +44,22 @@ def register(sub) -> None:
     m.add_argument("--max-shard-size", default="5GB", help="largest safetensors shard (default: 5GB)")
     m.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"])
     m.add_argument("--trust-remote-code", action="store_true", help="allow model code shipped with the base model")
+    add_layout_option(m)
     m.set_defaults(func=run_merge)
+
+
+def add_layout_option(parser) -> None:
+    parser.add_argument("--layout", choices=["llama", "internlm2"], default="llama",
+                        help="llama (default): the layout transformers, vLLM, SGLang and LMDeploy load without remote "
+                             "code; internlm2: InternLM2's own layout and config, for a model trained from an "
+                             "InternLM2 checkpoint")
 
 
 def run_to_hf(args) -> int:
     from mmtune.config.load import load_config
     from mmtune.export.to_hf import checkpoint_to_hf
 
-    out = checkpoint_to_hf(load_config(args.config, args.set), args.checkpoint, args.out)
+    out = checkpoint_to_hf(load_config(args.config, args.set), args.checkpoint, args.out, layout=args.layout)
     print(f"exported to {out}")
     return 0
 
@@ -56,6 +68,6 @@ def run_merge(args) -> int:
     from mmtune.export.merge import merge_adapter
 
     out = merge_adapter(args.base, args.adapter, args.out, max_shard_size=args.max_shard_size,
-                        dtype=args.dtype, trust_remote_code=args.trust_remote_code)
+                        dtype=args.dtype, trust_remote_code=args.trust_remote_code, layout=args.layout)
     print(f"merged model written to {out}")
     return 0

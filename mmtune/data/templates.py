@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import difflib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol, Sequence
 
 from mmtune.data.conversation import Message
@@ -155,7 +155,7 @@ class TokenizerTemplate:
 
     tokenizer: object
     name: str = "auto"
-    _stop: list[str] = field(default_factory=list)
+    _stop: list[str] | None = None  # the end-of-turn marker, once read (stop_words)
 
     def _apply(self, messages: Sequence[Message], add_generation_prompt: bool) -> str:
         dicts = [{"role": m.role, "content": m.content} for m in messages]
@@ -217,10 +217,26 @@ class TokenizerTemplate:
         return closed[cut:]
 
     def stop_words(self, tokenizer=None) -> list[str]:
+        """The template's end-of-turn marker (what it writes after an answer, e.g. `<|im_end|>`,
+        read once from a probe conversation) and the tokenizer's eos."""
         tok = tokenizer or self.tokenizer
-        return [tok.eos_token] if tok.eos_token else []
+        if self._stop is None:
+            self._stop = self._end_of_turn()
+        return list(dict.fromkeys([*self._stop, *([tok.eos_token] if tok.eos_token else [])]))
+
+    def _end_of_turn(self) -> list[str]:
+        try:  # the class's render: a probe is not a conversation of the caller's
+            text, spans = type(self).render(self, [Message("user", "Q"), Message("assistant", _PROBE_ANSWER)])
+        except Exception:  # noqa: BLE001 - a template that cannot render the probe has no marker to offer
+            return []
+        for start, end in spans:
+            answer = text[start:end]
+            if _PROBE_ANSWER in answer and answer.split(_PROBE_ANSWER, 1)[1].strip():
+                return [answer.split(_PROBE_ANSWER, 1)[1].strip()]
+        return []
 
 
+_PROBE_ANSWER = "mmtune-probe-answer"
 TEMPLATES: dict[str, Template] = {}
 
 

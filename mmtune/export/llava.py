@@ -14,13 +14,14 @@ from pathlib import Path
 
 from mmtune.builders.model import llava_for_recipe
 from mmtune.data.templates import get_template, store_template
+from mmtune.export.layout import save_model
 from mmtune.models.load import load_pretrained
 from mmtune.rundir import is_adapter_dir
 
 log = logging.getLogger(__name__)
 
 
-def export_llava(recipe, checkpoint: Path, out: Path) -> str:
+def export_llava(recipe, checkpoint: Path, out: Path, layout: str = "llama") -> str:
     if recipe.method.stage == "pretrain":
         return _export_projector(recipe, checkpoint, out)
     model, processor = llava_for_recipe(recipe, "float32")
@@ -37,7 +38,7 @@ def export_llava(recipe, checkpoint: Path, out: Path) -> str:
         kind = "LLaVA model"
     model.config.use_cache = True
     model.config.text_config.use_cache = True
-    model.save_pretrained(str(out))
+    save_model(model, out, layout=layout)
     store_template(processor.tokenizer, get_template(recipe.data.template, processor.tokenizer), processor)
     processor.save_pretrained(str(out))
     return kind

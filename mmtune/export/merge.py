@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 from mmtune.errors import MmtuneError
+from mmtune.export.layout import plain_tokenizer_config, save_model
 from mmtune.models.load import load_pretrained
 from mmtune.rundir import has_tokenizer, is_adapter_dir, read_meta, write_meta
 
@@ -14,7 +15,8 @@ log = logging.getLogger(__name__)
 
 
 def merge_adapter(base: str, adapter: str | Path, out: str | Path, *, max_shard_size: str = "5GB",
-                  dtype: str = "auto", trust_remote_code: bool = False) -> Path:
+                  dtype: str = "auto", trust_remote_code: bool = False, layout: str = "llama") -> Path:
+    """The base model with the adapter merged into its weights, saved in `layout` (export/layout.py)."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -29,9 +31,11 @@ def merge_adapter(base: str, adapter: str | Path, out: str | Path, *, max_shard_
     model = load_pretrained(PeftModel, adapter, "the adapter", model)
     merged = model.merge_and_unload()
     merged.config.use_cache = True
-    merged.save_pretrained(str(out), max_shard_size=max_shard_size)
+    save_model(merged, out, layout=layout, base=base, max_shard_size=max_shard_size)
     tokenizer_source = str(adapter) if has_tokenizer(adapter) else base
     load_pretrained(AutoTokenizer, tokenizer_source, "the tokenizer", trust_remote_code=trust_remote_code).save_pretrained(str(out))
+    if layout == "llama":
+        plain_tokenizer_config(out)
     meta = read_meta(adapter) or {}
     meta.update({"merged_from": {"base": base, "adapter": str(adapter)}})
     write_meta(out, meta)

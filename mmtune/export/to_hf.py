@@ -14,6 +14,7 @@ from pathlib import Path
 
 from mmtune.builders.tokenizer import tokenizer_and_template
 from mmtune.errors import MmtuneError
+from mmtune.export.layout import LAYOUTS, plain_tokenizer_config, save_model
 from mmtune.models.load import load_pretrained, load_tokenizer
 from mmtune.rundir import has_tokenizer, has_weights, is_adapter_dir, is_unconsolidated_zero_checkpoint, read_meta, write_meta
 
@@ -39,16 +40,25 @@ def export_tokenizer(recipe, checkpoint: Path, out: Path) -> None:
     tokenizer.save_pretrained(str(out))
 
 
-def checkpoint_to_hf(recipe, checkpoint: str | Path, out: str | Path) -> Path:
+def checkpoint_to_hf(recipe, checkpoint: str | Path, out: str | Path, *, layout: str = "llama") -> Path:
+    """`checkpoint` as a plain Hugging Face directory, in `layout` (export/layout.py: `llama`, what
+    every tool loads; `internlm2`, InternLM2's own layout, for a model trained from an InternLM2
+    checkpoint)."""
     checkpoint, out = Path(checkpoint), Path(out)
     check_checkpoint(checkpoint)
+    if layout not in LAYOUTS:
+        raise MmtuneError(f"unknown layout {layout!r}", hint=f"one of {', '.join(LAYOUTS)}")
+    if layout != "llama" and is_adapter_dir(checkpoint) and recipe.model.vision is None:
+        raise MmtuneError(f"a LoRA adapter cannot be written in the {layout} layout (its q/k/v adapters have no "
+                          "place in a fused wqkv)",
+                          hint=f"export the adapter, then merge it: mmtune convert merge BASE ADAPTER OUT --layout {layout}")
     out.mkdir(parents=True, exist_ok=True)
     if recipe.model.vision is not None:  # LLaVA: one merged model + processor (or the projector)
         from mmtune.export.llava import export_llava
 
-        kind = export_llava(recipe, checkpoint, out)
+        kind = export_llava(recipe, checkpoint, out, layout)
     elif is_unconsolidated_zero_checkpoint(checkpoint):  # ZeRO-3 shards only: rebuild with DeepSpeed's zero_to_fp32
-        kind = _export_zero_shards(recipe, checkpoint, out)
+        kind = _export_zero_shards(recipe, checkpoint, out, layout)
     elif is_adapter_dir(checkpoint):
         for name in ADAPTER_FILES:
             shutil.copyfile(checkpoint / name, out / name)
@@ -57,10 +67,12 @@ def checkpoint_to_hf(recipe, checkpoint: str | Path, out: str | Path) -> Path:
         (out / "adapter_config.json").write_text(json.dumps(config, indent=2))
         kind = "LoRA adapter"
     else:
-        _export_full_model(recipe, checkpoint, out)
+        _export_full_model(recipe, checkpoint, out, layout)
         kind = "full model"
     if recipe.model.vision is None:
         export_tokenizer(recipe, checkpoint, out)
+        if layout == "llama":
+            plain_tokenizer_config(out)
     meta = read_meta(checkpoint) or {}
     meta.update({"base_model": recipe.model.path, "template": recipe.data.template, "exported_from": str(checkpoint)})
     write_meta(out, meta)
@@ -68,21 +80,21 @@ def checkpoint_to_hf(recipe, checkpoint: str | Path, out: str | Path) -> Path:
     return out
 
 
-def _export_zero_shards(recipe, checkpoint: Path, out: Path) -> str:
+def _export_zero_shards(recipe, checkpoint: Path, out: Path, layout: str) -> str:
     from mmtune.export.zero_shards import consolidate_adapter, consolidate_full
 
     trust = recipe.model.trust_remote_code
     if is_adapter_dir(checkpoint):
         consolidate_adapter(checkpoint, out, recipe.model.path, trust_remote_code=trust)
         return "LoRA adapter (from ZeRO shards)"
-    consolidate_full(checkpoint, out, trust_remote_code=trust)
+    consolidate_full(checkpoint, out, trust_remote_code=trust, layout=layout, base=recipe.model.path)
     return "full model (from ZeRO shards)"
 
 
-def _export_full_model(recipe, checkpoint: Path, out: Path) -> None:
+def _export_full_model(recipe, checkpoint: Path, out: Path, layout: str) -> None:
     from transformers import AutoModelForCausalLM
 
     model = load_pretrained(AutoModelForCausalLM, checkpoint, "the trained model", dtype="auto",
                             trust_remote_code=recipe.model.trust_remote_code)
     model.config.use_cache = True  # training turned it off
-    model.save_pretrained(str(out))
+    save_model(model, out, layout=layout, base=recipe.model.path)

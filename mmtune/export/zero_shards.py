@@ -52,7 +52,8 @@ def _meta_model(config, trust_remote_code: bool):
         return AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
 
 
-def consolidate_full(checkpoint: Path, out: Path, *, trust_remote_code: bool = False) -> Path:
+def consolidate_full(checkpoint: Path, out: Path, *, trust_remote_code: bool = False, layout: str = "llama",
+                     base: str | None = None) -> Path:
     """Sharded full fine-tune -> `out` with config + model.safetensors, in the checkpoint config's dtype."""
     import torch
     from transformers import AutoConfig
@@ -72,7 +73,9 @@ def consolidate_full(checkpoint: Path, out: Path, *, trust_remote_code: bool = F
     if isinstance(dtype, torch.dtype):
         model.to(dtype)
     model.config.use_cache = True  # training turned it off
-    model.save_pretrained(str(out))
+    from mmtune.export.layout import save_model
+
+    save_model(model, out, layout=layout, base=base)
     return out
 
 

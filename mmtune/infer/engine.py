@@ -87,7 +87,9 @@ def context_length(model) -> int | None:
     return int(value) if isinstance(value, int) else None
 
 
-def stop_token_ids(tokenizer, template: ChatFormat) -> list[int]:
+def stop_token_ids(tokenizer, template: ChatFormat, model=None) -> list[int]:
+    """Token ids generation stops at: the template's stop words (its end-of-turn marker) that are
+    single tokens, the tokenizer's eos, and the eos ids the checkpoint's generation config names."""
     ids = []
     for word in [*template.stop_words(tokenizer), tokenizer.eos_token]:
         if not word:
@@ -95,13 +97,15 @@ def stop_token_ids(tokenizer, template: ChatFormat) -> list[int]:
         tok_id = tokenizer.convert_tokens_to_ids(word)
         if isinstance(tok_id, int) and tok_id != tokenizer.unk_token_id and tok_id >= 0:
             ids.append(tok_id)
+    declared = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids += [declared] if isinstance(declared, int) else [i for i in declared or () if isinstance(i, int)]
     return list(dict.fromkeys(ids))
 
 
-def _generate_kwargs(tokenizer, template, settings: GenerationSettings) -> dict:
+def _generate_kwargs(model, tokenizer, template, settings: GenerationSettings) -> dict:
     kwargs = dict(
         max_new_tokens=settings.max_new_tokens,
-        eos_token_id=stop_token_ids(tokenizer, template) or None,
+        eos_token_id=stop_token_ids(tokenizer, template, model) or None,
         pad_token_id=tokenizer.pad_token_id,
         use_cache=True,
     )
@@ -151,7 +155,7 @@ def stream_reply(model, tokenizer, template: ChatFormat, messages: Sequence[Mess
     inputs = prompt_inputs(model, tokenizer, template, messages, images, vision)
     input_ids = inputs["input_ids"]
     streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
-    kwargs = _generate_kwargs(tokenizer, template, settings)
+    kwargs = _generate_kwargs(model, tokenizer, template, settings)
     watch = _watch(control, input_ids, kwargs)
     if settings.seed is not None:
         torch.manual_seed(settings.seed)
@@ -196,7 +200,7 @@ def generate_reply(model, tokenizer, template: ChatFormat, messages: Sequence[Me
     input_ids = inputs["input_ids"]
     if settings.seed is not None:
         torch.manual_seed(settings.seed)
-    kwargs = _generate_kwargs(tokenizer, template, settings)
+    kwargs = _generate_kwargs(model, tokenizer, template, settings)
     watch = _watch(control, input_ids, kwargs)
     was_training = model.training
     model.eval()
@@ -221,7 +225,7 @@ def generate_replies(model, tokenizer, template: ChatFormat, conversations: Sequ
         return []
     prompts = [template.render(list(msgs), add_generation_prompt=True)[0] for msgs in conversations]
     device = next(model.parameters()).device
-    kwargs = _generate_kwargs(tokenizer, template, settings)
+    kwargs = _generate_kwargs(model, tokenizer, template, settings)
     pad_id = kwargs["pad_token_id"]
     if pad_id is None:  # a tokenizer without a pad token (e.g. straight from training): any id works under the mask
         pad_id = kwargs["pad_token_id"] = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0

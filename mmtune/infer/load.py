@@ -14,6 +14,7 @@ from mmtune.data.conversation import Message
 from mmtune.data.templates import ChatFormat, TokenizerTemplate, get_template
 from mmtune.errors import MmtuneError
 from mmtune.models.load import check_source, load_pretrained, pick_device
+from mmtune.models.remote_code import check_first_forward
 from mmtune.rundir import has_tokenizer, is_adapter_dir, read_meta
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,7 @@ def _finish(model, tokenizer, template: str | None, name: str, device: str, visi
 
         model = load_pretrained(PeftModel, adapter, "the adapter", model)
     model.to(device).eval()
+    check_first_forward(model)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return LoadedModel(model, tokenizer, pick_template(tokenizer, template), name, vision)

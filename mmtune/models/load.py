@@ -14,6 +14,8 @@ from pathlib import Path
 import torch
 
 from mmtune.errors import MmtuneError
+from mmtune.models import internlm2  # noqa: F401  (registers the native InternLM2 with transformers)
+from mmtune.models import remote_code
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +42,20 @@ def check_source(path: str) -> None:
 def load_pretrained(loader, source, what: str, *args, hint: str | None = None, **kwargs):
     """`loader.from_pretrained(*args, source, **kwargs)` (a transformers Auto class or model class,
     or a peft class), with the path checked first and a failure to load turned into one user-error
-    line: "cannot load WHAT from SOURCE: the reason"."""
+    line: "cannot load WHAT from SOURCE: the reason". Checkpoints mmtune loads natively (InternLM2)
+    never run their own code; a failure inside a checkpoint's own code says so (models/remote_code.py)."""
     source = str(source)
     check_source(source)
+    kwargs = remote_code.native_instead_of_remote(source, kwargs)
     try:
         return loader.from_pretrained(*args, source, **kwargs)
     except (OSError, ValueError) as e:
         raise MmtuneError(f"cannot load {what} from {source!r}: {e}".splitlines()[0], hint=hint) from None
+    except Exception as e:  # noqa: BLE001 - a missing package or the checkpoint's own code: the user's to fix
+        error = remote_code.load_error(e, what, source)
+        if error is None:
+            raise
+        raise error from None
 
 
 def load_tokenizer(model_cfg, path: str | None = None):

@@ -6,9 +6,10 @@ import shutil
 from pathlib import Path
 
 from mmtune.testing.tiny import tiny_lm_dir, tiny_tokenizer_dir
+from mmtune.testing.tiny_internlm2 import tiny_internlm2_dir
 from mmtune.testing.tiny_vision import tiny_vision_dir
 
-LM_KINDS = ("qwen2", "llama")
+LM_KINDS = ("qwen2", "llama", "internlm2")
 VISION_KINDS = ("clip", "siglip")
 KINDS = (*LM_KINDS, *VISION_KINDS)
 
@@ -17,6 +18,8 @@ def copy_tiny(kind: str, dest: Path) -> Path:
     """Copy a cached tiny model (or the tokenizer) to `dest`, for demos that want their own copy."""
     if kind == "tokenizer":
         src = tiny_tokenizer_dir()
+    elif kind == "internlm2":  # InternLM2's own layout and config, as the hub's checkpoints
+        src = tiny_internlm2_dir()
     elif kind in VISION_KINDS:
         src = tiny_vision_dir(kind)
     else:

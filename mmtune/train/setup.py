@@ -8,6 +8,8 @@ from mmtune.builders.meta import run_meta
 from mmtune.builders.model import sample_images
 from mmtune.data.collate import FlatCollator, PaddingCollator
 from mmtune.models.packed_attention import flat_collator_options, use_packed_attention
+from mmtune.errors import MmtuneError
+from mmtune.models.remote_code import packing_problem
 from mmtune.models.trainable import count_parameters, trainable_summary
 from mmtune.train import callbacks as cb
 from mmtune.train import launch
@@ -24,6 +26,10 @@ def make_trainer(recipe, run, model, tokenizer, template, rows, eval_set=None, v
     from transformers.trainer_callback import ProgressCallback
 
     if rows.pack:  # sdpa -> per-sample attention over the flat row (eager and flash stay as they are)
+        problem = packing_problem(model)
+        if problem:
+            raise MmtuneError(f"packed rows cannot train this model: {problem}",
+                              hint="set data.pack_to_max_length: false (one sample per row, padded)")
         log.info("packed rows: attention %s", use_packed_attention(model))
     trainable, total = count_parameters(model)
     log.info("parameters: %s trainable of %s (%.2f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / max(total, 1))
