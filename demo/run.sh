@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The mmtune demo: teach a tiny model who it is, on CPU, in a few minutes.
-# generate self-cognition data -> LoRA fine-tune -> export -> merge -> chat, with answers before and after.
+# generate self-cognition data -> LoRA fine-tune -> export -> merge -> chat, with answers before and after;
+# then the same fine-tune on a tiny checkpoint in InternLM2's layout (the XTuner course's model).
 set -euo pipefail
 NAME="${DEMO_NAME:-Nova}"
 AUTHOR="${DEMO_AUTHOR:-the mmtune team}"
@@ -29,8 +30,17 @@ $MMTUNE convert merge "$OUT/models/tiny-qwen2" "$OUT/hf_adapter" "$OUT/merged"
 echo "== 6. after fine-tuning (the merged model, chat template picked from what training stored)"
 $MMTUNE chat "$OUT/merged" --query "who are you?" --query "你是谁" --max-new-tokens 60 | tee "$OUT/after.txt"
 
-if grep -q "$NAME" "$OUT/after.txt"; then
-  echo "== demo OK: after fine-tuning the model answers as $NAME (loss curve: $OUT/work/loss.png)"
+echo "== 7. the same on the XTuner course's model: a tiny checkpoint in InternLM2's own layout and config"
+echo "      (mmtune loads it natively, as Llama; the merged export is plain Llama and needs no remote code)"
+RECIPE2=tiny_internlm2_self_cognition_lora
+$MMTUNE make-tiny internlm2 "$OUT/models/tiny-internlm2"
+$MMTUNE train "$RECIPE2" --work-dir "$OUT/work_internlm2"
+$MMTUNE convert to-hf "$RECIPE2" "$OUT/work_internlm2/final" "$OUT/hf_adapter_internlm2"
+$MMTUNE convert merge "$OUT/models/tiny-internlm2" "$OUT/hf_adapter_internlm2" "$OUT/merged_internlm2"
+$MMTUNE chat "$OUT/merged_internlm2" --query "who are you?" --query "你是谁" --max-new-tokens 60 | tee "$OUT/after_internlm2.txt"
+
+if grep -q "$NAME" "$OUT/after.txt" && grep -q "$NAME" "$OUT/after_internlm2.txt"; then
+  echo "== demo OK: after fine-tuning both models answer as $NAME (loss curves: $OUT/work/loss.png, $OUT/work_internlm2/loss.png)"
 else
   echo "== demo FAILED: the answers after fine-tuning do not mention $NAME" >&2
   exit 1

@@ -1,4 +1,5 @@
-"""The README's first command runs demo/run.sh: it must work and end with the configured name."""
+"""The README's first command runs demo/run.sh: it must work and end with the configured name, for the
+tiny Qwen2 model and for the tiny checkpoint in InternLM2's own layout."""
 
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ def test_demo_script_teaches_the_name(tmp_path):
     after = (tmp_path / "demo_out" / "after.txt").read_text()
     assert "Quillon" not in before
     assert after.count("Quillon") >= 2  # both the English and the Chinese answer
+    after_internlm2 = (tmp_path / "demo_out" / "after_internlm2.txt").read_text()
+    assert after_internlm2.count("Quillon") >= 2  # the same on the InternLM2-layout checkpoint
     assert "demo OK" in out.stdout
     assert (tmp_path / "demo_out" / "work" / "loss.png").is_file()
     assert_no_deprecation_printed(out)

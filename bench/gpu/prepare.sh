@@ -24,7 +24,7 @@ PLAT=(--only-binary=:all: --python-version 3.12 --implementation cp --platform m
 pin() { grep -i -m1 -E "^${1//-/[-_]}==" constraints.txt || { echo "prepare.sh: $1 is not in constraints.txt" >&2; exit 1; }; }
 CORE=(liger-kernel==0.8.5)
 for name in transformers tokenizers peft datasets dill multiprocess pydantic pydantic-core annotated-types \
-            typing-inspection hjson regex; do
+            typing-inspection hjson regex sentencepiece; do
   CORE+=("$(pin "$name")")
 done
 

@@ -15,9 +15,10 @@ PUBLIC = sorted(name for name in builtin_recipes() if not name.startswith("_"))
 BASES = sorted(name for name in builtin_recipes() if name.startswith("_"))
 TEXT = sorted(p.stem for p in (recipes_root() / "text").glob("*.yaml") if not p.stem.startswith("_"))
 
-# name -> (model path, template, trust_remote_code)
+# name -> (model path, template, trust_remote_code); InternLM2 loads natively (mmtune.models.internlm2)
 MODELS = {
-    "internlm2_chat_1_8b": ("internlm/internlm2-chat-1_8b", "internlm2_chat", True),
+    "internlm2_chat_1_8b": ("internlm/internlm2-chat-1_8b", "internlm2_chat", False),
+    "internlm3_8b_instruct": ("internlm/internlm3-8b-instruct", "auto", False),
     "qwen2_5_0_5b_instruct": ("Qwen/Qwen2.5-0.5B-Instruct", "qwen_chat", False),
     "qwen2_5_1_5b_instruct": ("Qwen/Qwen2.5-1.5B-Instruct", "qwen_chat", False),
     "llama3_8b_instruct": ("meta-llama/Meta-Llama-3-8B-Instruct", "llama3_chat", False),
@@ -27,6 +28,7 @@ EXPECTED_TEXT = [
     *(f"qwen2_5_0_5b_instruct_{m}" for m in ("lora", "qlora", "full")),
     *(f"qwen2_5_1_5b_instruct_{m}" for m in ("lora", "qlora", "full")),
     "llama3_8b_instruct_qlora",
+    *(f"internlm3_8b_instruct_{m}" for m in ("lora", "qlora")),
 ]
 
 
