@@ -9,30 +9,31 @@ from mmtune.data.eval_set import EvalSet, read_eval_set
 from mmtune.errors import ConfigError
 
 
-def encoder(recipe, tokenizer) -> ConversationEncoder:
-    return encoder_for(recipe.data, tokenizer)
+def encoder(recipe, tokenizer, template=None) -> ConversationEncoder:
+    return encoder_for(recipe.data, tokenizer, template)
 
 
-def encoded_data(recipe, tokenizer, *, image_spec=None, world_size: int = 1):
+def encoded_data(recipe, tokenizer, *, image_spec=None, template=None, world_size: int = 1):
     """`encode_datasets` of the recipe's data, tokenized once across the `world_size` processes of
     a job: every rank takes a file lock on the dataset cache entry; the first holder encodes and
     caches, the others then load the cache. The lock has no timeout and is no collective (a rank
     waits as long as the tokenization takes, so a long one cannot hit the process group's timeout);
     ranks on other nodes lock their own cache, or share it on a shared file system."""
     if world_size <= 1:
-        return encode_datasets(recipe.data, tokenizer, image_spec=image_spec)
+        return encode_datasets(recipe.data, tokenizer, image_spec=image_spec, template=template)
     from filelock import FileLock
 
     root = dataset_cache_root()
     root.mkdir(parents=True, exist_ok=True)
     with FileLock(str(root / f"{cache_key(recipe.data, tokenizer, image_spec)}.lock")):
-        return encode_datasets(recipe.data, tokenizer, image_spec=image_spec)
+        return encode_datasets(recipe.data, tokenizer, image_spec=image_spec, template=template)
 
 
-def train_rows(recipe, encoded, image_loader=None) -> TrainRows:
+def train_rows(recipe, encoded, image_loader=None, position_fn=None) -> TrainRows:
     d = recipe.data
     return TrainRows(encoded, pack=d.pack_to_max_length, max_length=d.max_length, seed=recipe.train.seed,
-                     image_loader=image_loader, bad_images=d.bad_images, max_bad_fraction=d.max_bad_fraction)
+                     image_loader=image_loader, bad_images=d.bad_images, max_bad_fraction=d.max_bad_fraction,
+                     position_fn=position_fn)
 
 
 def eval_set(recipe) -> EvalSet | None:

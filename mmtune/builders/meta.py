@@ -14,6 +14,7 @@ def run_meta(recipe) -> dict:
         "template": recipe.data.template,
         "system": recipe.data.system,
         "trust_remote_code": m.trust_remote_code,
+        "processor": dict(recipe.data.processor),  # a native VLM's processor settings: chat, serve, eval reuse them
     }
     if m.vision is not None:
         meta.update({

@@ -1,20 +1,28 @@
-"""The model a recipe trains: a text LM with its method (LoRA / QLoRA / full), or a LLaVA model
-(LLM + vision encoder + projector) with its trainable parts; and the same LLaVA rebuilt for export.
+"""The model a recipe trains: a text LM with its method (LoRA / QLoRA / full), or a vision-language
+model with its trainable parts; and the same models rebuilt for export.
 
-VLM stages are data (`method.stage`, `method.trainable`): `pretrain` trains the projector alone on
-caption data; `finetune` starts from `model.pretrained_projector` and trains projector + LLM (LoRA
-or full), optionally LoRA on the vision encoder.
+Vision-language models come two ways, through one interface (`VisionParts`):
+- a checkpoint of a family transformers ships (MiniCPM-V, Qwen-VL, InternVL, Gemma 3, SmolVLM,
+  LLaVA-OneVision, llava-hf; mmtune.models.families): the model and its processor load as they are;
+- a LLaVA mmtune assembles from an LLM, a vision encoder (`model.vision`) and a projector.
+Stages are data (`method.stage`, `method.trainable`): `pretrain` trains the projector alone on
+caption data; `finetune` trains projector + LLM (LoRA or full), optionally the vision tower.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 
-from mmtune.data.vlm import SLICE_END, SLICE_START, ImageLoader, ImageSpec, image_spec_for
+from mmtune.data.processor_images import ProcessorImages
+from mmtune.data.vlm import SLICE_END, SLICE_START, ImageLoader, LlavaImages, image_spec_for
 from mmtune.errors import ConfigError
+from mmtune.models.families import Family, check_knobs, family_for_type, family_names, family_of
+from mmtune.models.internlm2 import config_dict
 from mmtune.models.llava import build_llava, image_tokens_per_image
-from mmtune.models.load import load_causal_lm
+from mmtune.models.load import DTYPES, load_causal_lm, load_pretrained
+from mmtune.models.processors import load_processor
 from mmtune.models.projector import load_projector
 from mmtune.models.remote_code import check_first_forward
 from mmtune.models.trainable import apply_trainable, enable_activation_checkpointing, prepare_text_model, trainable_groups
@@ -24,14 +32,15 @@ log = logging.getLogger("mmtune.train")
 
 @dataclass
 class VisionParts:
-    """A LLaVA model to train and what its data needs: the processor's tokenizer (with the image
-    token), how images become tokens (`image_spec`) and pixels (`image_loader`)."""
+    """A vision-language model to train and what its data needs: the processor's tokenizer (with the
+    image tokens), how images become tokens and tensors (`images`: LlavaImages or ProcessorImages),
+    the family entry."""
 
     model: object
     processor: object
     tokenizer: object
-    image_spec: ImageSpec
-    image_loader: ImageLoader
+    images: object
+    family: Family
 
 
 def text_model(recipe, device: str):
@@ -41,6 +50,25 @@ def text_model(recipe, device: str):
     model.config.use_cache = False  # needed for packed rows and gradient checkpointing
     check_first_forward(model)
     return prepare_text_model(model, recipe.method, gradient_checkpointing=recipe.train.gradient_checkpointing)
+
+
+@functools.lru_cache(maxsize=64)
+def _model_type(path: str, trust_remote_code: bool) -> str | None:
+    from transformers import AutoConfig
+
+    config = config_dict(path)
+    if config is not None:
+        return config.get("model_type")
+    return load_pretrained(AutoConfig, path, "the model config", trust_remote_code=trust_remote_code).model_type
+
+
+def native_family(model_cfg) -> Family | None:
+    """The vision-language family of the recipe's checkpoint (None: a text model)."""
+    return family_for_type(_model_type(model_cfg.path, model_cfg.trust_remote_code))
+
+
+def is_vision(recipe) -> bool:
+    return recipe.model.vision is not None or native_family(recipe.model) is not None
 
 
 def check_vision_recipe(recipe) -> None:
@@ -74,21 +102,64 @@ def llava_for_recipe(recipe, dtype: str):
 
 
 def vision_model(recipe, device: str) -> VisionParts:
-    """The LLaVA model to train (trainable parts set, on `device`) and its image handling."""
+    """The vision-language model to train (trainable parts set, on `device`) and its image handling."""
     check_vision_recipe(recipe)
     m = recipe.model
     dtype = m.dtype if m.dtype != "auto" else ("bfloat16" if recipe.train.precision == "bf16" else "float32")
-    model, processor = llava_for_recipe(recipe, dtype)
-    tokenizer = processor.tokenizer
+    if m.vision is not None:
+        model, processor = llava_for_recipe(recipe, dtype)
+        family = family_of(model.config)
+        spec = image_spec_for(processor.tokenizer, model.config.image_token_id, image_tokens_per_image(model.config),
+                              recipe.data)
+        loader = ImageLoader(processor.image_processor, recipe.data.image_mode, recipe.data.slice)
+        images = LlavaImages(spec, loader, processor.tokenizer)
+    else:
+        model, processor, family = native_vlm(recipe, dtype)
+        images = ProcessorImages(processor, dict(recipe.data.processor), recipe.data.image_folder)
     model.config.use_cache = False
-    model.config.text_config.use_cache = False
+    model.config.get_text_config().use_cache = False
     if recipe.train.gradient_checkpointing:
         enable_activation_checkpointing(model)
-    model = apply_trainable(model, trainable_groups(recipe.method, vision=True), recipe.method.lora)
+    model = apply_trainable(model, trainable_groups(recipe.method, vision=True), recipe.method.lora, family.parts)
     model.to(device)
-    spec = image_spec_for(tokenizer, model.config.image_token_id, image_tokens_per_image(model.config), recipe.data)
-    loader = ImageLoader(processor.image_processor, recipe.data.image_mode, recipe.data.slice)
-    return VisionParts(model, processor, tokenizer, spec, loader)
+    return VisionParts(model, processor, processor.tokenizer, images, family)
+
+
+def position_fn(vision: VisionParts):
+    """How a packed sample of this model gets its position ids, when it needs more than restarting
+    1-D ones (Qwen-VL's mrope); None otherwise."""
+    if vision.family.positions is None:
+        return None
+    return functools.partial(vision.family.positions, vision.model)
+
+
+def native_vlm(recipe, dtype: str):
+    """(model, processor, family) of a checkpoint of a family transformers ships, with the recipe's
+    processor settings checked against the family and the ones the forward reads put in the config."""
+    from transformers import AutoModelForImageTextToText
+
+    m = recipe.model
+    family = native_family(m)
+    if family is None:
+        raise ConfigError(f"{m.path!r} is not a vision-language checkpoint mmtune trains",
+                          hint=f"families: {', '.join(family_names())}")
+    knobs = dict(recipe.data.processor)
+    check_knobs(family, knobs)
+    if recipe.data.template != "auto":
+        raise ConfigError(f"data.template {recipe.data.template!r}: a {family.name} model trains on its own chat template",
+                          hint="set data.template: auto")
+    for field_name in ("slice", "image_mode"):
+        if field_name in recipe.data.model_fields_set:
+            raise ConfigError(f"data.{field_name} is for the LLaVA models mmtune assembles; {family.name} slices and "
+                              "resizes in its processor", hint=f"use data.processor ({', '.join(family.knobs) or 'none'})")
+    processor = load_processor(m.path, trust_remote_code=m.trust_remote_code, video_stub=family.video_stub)
+    kwargs = {"attn_implementation": m.attn_implementation} if m.attn_implementation else {}
+    model = load_pretrained(AutoModelForImageTextToText, m.path, "the model", dtype=DTYPES[dtype],
+                            trust_remote_code=m.trust_remote_code, **kwargs)
+    for knob in family.config_knobs:  # read in the forward as well as by the processor
+        if knob in knobs:
+            setattr(model.config, knob, knobs[knob])
+    return model, processor, family
 
 
 def sample_images(recipe) -> list:

@@ -5,7 +5,7 @@ Every model forbids unknown keys, so a misspelt key is an error (load.py adds a 
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -70,6 +70,11 @@ class DataConfig(Section):
     image_folder: Optional[str] = Field(None, description="image paths in records are relative to this folder")
     image_mode: Literal["pad", "resize"] = Field("pad", description="pad to square with the mean colour (LLaVA) or resize")
     slice: Optional[SliceConfig] = None
+    processor: dict[str, Union[int, float, bool, str, list]] = Field(
+        default_factory=dict,
+        description="settings of a native VLM's processor, stored with the checkpoint (MiniCPM-V: max_slice_nums, "
+                    "scale_resolution, slice_mode, downsample_mode, use_image_id; Qwen-VL: min_pixels, max_pixels; "
+                    "the families in docs/native_vlm.md)")
     bad_images: Literal["resample", "skip"] = Field("resample", description="a record whose image cannot be read")
     max_bad_fraction: float = Field(0.05, ge=0, le=1, description="stop when more records than this have bad images")
 

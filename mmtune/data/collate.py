@@ -13,6 +13,12 @@ prompt tokens (~8% more tokens/s on the kit model on CPU with a quarter of the t
 bench/packed_attention.py). The output's `logits` then hold only those positions, flattened.
 A single row beats rows of `max_length`: no padding, and attention cost depends only on the
 samples. `PaddingCollator` right-pads to the longest sample with an attention mask (unpacked data).
+
+Images: the rows' per-sample image tensors are combined by `combine_images` (a VLM family's own
+way, e.g. MiniCPM-V's one NaViT-packed row of patches; by default concatenated along the first
+dimension) in sample order, which is the order of the image tokens. `token_types` = (name, image
+token id) adds the image-token mask a family's forward reads (`mm_token_type_ids`, `token_type_ids`).
+Rows whose samples carry several rows of position ids (Qwen-VL's mrope, 4 x 1 x L) are joined along L.
 """
 
 from __future__ import annotations
@@ -23,31 +29,54 @@ from mmtune.constants import IGNORE_INDEX
 from mmtune.data.packing import concat_samples
 
 
-def add_pixels(batch: dict, rows: list[dict]) -> dict:
-    """Stack the rows' images (one entry per image, in token order) when there are any."""
-    pixels = [r["pixel_values"] for r in rows if r.get("pixel_values") is not None]
-    if pixels:
-        batch["pixel_values"] = torch.cat(pixels)
-    return batch
+def cat_images(images: list[dict]) -> dict:
+    """Per-sample image tensors as one forward takes them: each key concatenated along its first dimension."""
+    return {key: torch.cat([im[key] for im in images]) for key in images[0]}
+
+
+class ImageBatch:
+    """The image side of a batch: combined image tensors and the image-token mask (see the module doc)."""
+
+    def __init__(self, combine_images=None, token_types: tuple[str, int] | None = None):
+        self.combine_images = combine_images or cat_images
+        self.token_types = token_types
+
+    def add(self, batch: dict, rows: list[dict]) -> dict:
+        images = [im for row in rows for im in row.get("image_inputs") or []]
+        if images:
+            batch.update(self.combine_images(images))
+        if self.token_types is not None:
+            name, image_token_id = self.token_types
+            batch[name] = (batch["input_ids"] == image_token_id).int()
+        return batch
 
 
 class FlatCollator:
-    def __init__(self, seq_lens: bool = False, trained_logits_only: bool = False):
+    def __init__(self, seq_lens: bool = False, trained_logits_only: bool = False, images: ImageBatch | None = None):
         self.seq_lens = seq_lens
         self.trained_logits_only = trained_logits_only
+        self.images = images or ImageBatch()
 
     def __call__(self, rows: list[dict]) -> dict:
         flat = {"input_ids": [], "labels": [], "position_ids": []}
+        rope = [row["position_ids"] for row in rows if torch.is_tensor(row.get("position_ids"))]
         for row in rows:
             ids = row if "position_ids" in row else concat_samples([row])
-            for key in flat:
+            for key in ("input_ids", "labels") if rope else flat:
                 flat[key].extend(ids[key])
+        if rope:  # rows of (rows x 1 x L) position ids; the first row holds the text positions
+            flat.pop("position_ids")
         batch = {key: torch.tensor([values], dtype=torch.long) for key, values in flat.items()}
+        if rope:
+            batch["position_ids"] = torch.cat(rope, dim=-1)
+            text_positions = batch["position_ids"][0, 0].tolist()
+        else:
+            text_positions = flat["position_ids"]
         if self.seq_lens:
-            batch.update(seq_lens(flat["position_ids"]))
+            batch.update(seq_lens(text_positions))
         if self.trained_logits_only:
             batch.update(trained_positions(batch["labels"]))
-        return add_pixels(batch, rows)
+        return self.images.add(batch, rows)
 
 
 def trained_positions(labels: torch.Tensor) -> dict:
@@ -70,8 +99,9 @@ def seq_lens(position_ids: list[int]) -> dict:
 
 
 class PaddingCollator:
-    def __init__(self, pad_token_id: int):
+    def __init__(self, pad_token_id: int, images: ImageBatch | None = None):
         self.pad_token_id = pad_token_id
+        self.images = images or ImageBatch()
 
     def __call__(self, rows: list[dict]) -> dict:
         longest = max(len(r["input_ids"]) for r in rows)
@@ -82,4 +112,4 @@ class PaddingCollator:
             batch["input_ids"].append(list(r["input_ids"]) + [self.pad_token_id] * pad)
             batch["labels"].append(list(r["labels"]) + [IGNORE_INDEX] * pad)
             batch["attention_mask"].append([1] * n + [0] * pad)
-        return add_pixels({key: torch.tensor(values, dtype=torch.long) for key, values in batch.items()}, rows)
+        return self.images.add({key: torch.tensor(values, dtype=torch.long) for key, values in batch.items()}, rows)

@@ -198,18 +198,17 @@ def _encode_image_batch(batch: dict, encoder: ConversationEncoder, image_spec) -
     """Samples with images (a datasets map: expanding placeholders needs each image's size, Python
     work that processes parallelize); a dropped or bad sample gets an empty row, filtered out after."""
     from mmtune.data.encode import fit_length
-    from mmtune.data.vlm import expand_images
 
     convs = [Conversation.from_dict({"messages": messages}) for messages in batch["messages"]]
-    full_batch = encoder.encode_batch(convs)
+    results = image_spec.encode_samples(encoder, convs, batch["images"], batch["source"])
     ids, labels, status, error, images, grids = [], [], [], [], [], []
-    for i, (source, paths) in enumerate(zip(batch["source"], batch["images"])):
+    for result in results:
         kept_paths, kept_grids, err = [], [], ""
-        try:
-            full, kept_paths, kept_grids = expand_images(full_batch.sample(i), paths, image_spec, source)
-            sample, state = fit_length(full, encoder.max_length, encoder.overlong, image_spec.image_token_id)
-        except DataError as e:
-            sample, state, err = None, "bad", e.format()
+        if isinstance(result, DataError):
+            sample, state, err = None, "bad", result.format()
+        else:
+            full, keep_whole, kept_paths, kept_grids = result
+            sample, state = fit_length(full, encoder.max_length, encoder.overlong, keep_whole)
         ids.append(sample.input_ids if sample else [])
         labels.append(sample.labels if sample else [])
         status.append(state)
@@ -261,16 +260,18 @@ def _encode_images(convs: list[Conversation], encoder: ConversationEncoder, imag
     return encoded.remove_columns(["status", "error", "trained"])
 
 
-def encode_datasets(data_cfg, tokenizer, *, image_spec=None, use_cache: bool = True):
+def encode_datasets(data_cfg, tokenizer, *, image_spec=None, template=None, use_cache: bool = True):
     """The files of a recipe's `data` section, encoded: (datasets.Dataset with input_ids/labels
-    (int32) and length (+ images/grids/source for a VLM), DataStats)."""
+    (int32) and length (+ images/grids/source for a VLM), DataStats). `template` overrides the
+    section's (a native VLM renders with its processor's); `image_spec` says how images become tokens
+    (LlavaImages or ProcessorImages)."""
     # Text: the cyclic GC waits until the data is ready (see no_gc). Image data forks map workers,
     # which keep theirs (only reading pauses it there).
     with no_gc() if image_spec is None else nullcontext():
-        return _encode_datasets(data_cfg, tokenizer, image_spec, use_cache)
+        return _encode_datasets(data_cfg, tokenizer, image_spec, use_cache, template)
 
 
-def _encode_datasets(data_cfg, tokenizer, image_spec, use_cache: bool):
+def _encode_datasets(data_cfg, tokenizer, image_spec, use_cache: bool, template=None):
     import datasets
 
     stats = DataStats()
@@ -285,7 +286,7 @@ def _encode_datasets(data_cfg, tokenizer, image_spec, use_cache: bool):
     convs = load_conversations(data_cfg.datasets, stats)
     if not convs:
         raise DataError("no usable conversations in the recipe's datasets", hint="run `mmtune data check FILE`")
-    encoder = encoder_for(data_cfg, tokenizer)
+    encoder = encoder_for(data_cfg, tokenizer, template)
     if image_spec is None:
         encoder.fast = FastBPE.from_tokenizer(tokenizer) if data_cfg.fast_bpe else None
         chunks, convs = _chunked(convs), None  # the chunks alone hold the conversations (see _encode_text)
@@ -324,17 +325,20 @@ def sample_lengths(encoded) -> list[int]:
 class TrainRows(torch.utils.data.Dataset):
     """Training rows over encoded samples: packed bins, or one sample per row.
 
-    For a VLM `image_loader` turns a sample's images into pixel_values. A sample whose image cannot
+    For a VLM `image_loader` turns a sample's images into the model's image tensors (a dict), and
+    `position_fn` gives a packed sample its position ids when the model needs more than one row of
+    them (Qwen-VL's mrope: `position_fn(input_ids, image tensors)`). A sample whose image cannot
     be read is logged and counted, then either its row is replaced by another (`bad_images:
     resample`, as MiniCPM-V does) or the sample is left out of its row (`skip`); past
     `max_bad_fraction` of the samples seen, training stops with a clear error.
     """
 
     def __init__(self, encoded, *, pack: bool, max_length: int, seed: int = 0, image_loader=None,
-                 bad_images: str = "resample", max_bad_fraction: float = 1.0):
+                 bad_images: str = "resample", max_bad_fraction: float = 1.0, position_fn=None):
         self.encoded = encoded
         self.pack = pack
         self.image_loader = image_loader
+        self.position_fn = position_fn
         self.bad_images = bad_images
         self.max_bad_fraction = max_bad_fraction
         self.seen = 0
@@ -365,9 +369,10 @@ class TrainRows(torch.utils.data.Dataset):
 
     def _row(self, samples: list[dict]) -> dict:
         row = concat_samples(samples) if self.pack else {"input_ids": samples[0]["input_ids"], "labels": samples[0]["labels"]}
-        pixels = [s["pixel_values"] for s in samples if s.get("pixel_values") is not None]
-        if pixels:
-            row["pixel_values"] = torch.cat(pixels)
+        row["image_inputs"] = [s["image_inputs"] for s in samples if s.get("image_inputs") is not None]
+        if self.pack and self.position_fn is not None:  # e.g. mrope: each sample's own positions, restarting
+            row["position_ids"] = torch.cat([self.position_fn(torch.tensor(s["input_ids"]), s.get("image_inputs") or {})
+                                             for s in samples], dim=-1)
         return row
 
     def _with_pixels(self, samples: list[dict]) -> list[dict] | None:
@@ -378,7 +383,7 @@ class TrainRows(torch.utils.data.Dataset):
                 kept.append(s)
                 continue
             try:
-                kept.append({**s, "pixel_values": self.image_loader(s["images"], s["grids"], s.get("source", "sample"))})
+                kept.append({**s, "image_inputs": self.image_loader(s["images"], s["grids"], s.get("source", "sample"))})
             except DataError as e:
                 self._count_bad(e)
                 if self.bad_images == "resample":

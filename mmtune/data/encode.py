@@ -39,14 +39,14 @@ class EncodedSample:
 
 
 def fit_length(sample: EncodedSample, max_length: int, overlong: str,
-               image_token_id: int | None = None) -> tuple[EncodedSample | None, str]:
+               keep_whole: int = 0) -> tuple[EncodedSample | None, str]:
     """Apply the length policy: (sample or None, "ok" | "truncated" | "dropped").
 
-    A sample is never cut through its image tokens, and a cut that leaves nothing to train drops it."""
+    The first `keep_whole` tokens hold images and are never cut through (a sample whose images end
+    past max_length is dropped), and a cut that leaves nothing to train drops the sample."""
     if len(sample.input_ids) <= max_length:
         return sample, "ok"
-    last_image = max((i for i, t in enumerate(sample.input_ids) if t == image_token_id), default=-1)
-    if overlong == "drop" or last_image >= max_length:
+    if overlong == "drop" or keep_whole > max_length:
         return None, "dropped"
     cut = EncodedSample(sample.input_ids[:max_length], sample.labels[:max_length])
     return (cut, "truncated") if cut.n_trained else (None, "dropped")
@@ -215,7 +215,7 @@ class ConversationEncoder:
         return len(self.encode_full(conv).input_ids)
 
 
-def encoder_for(data_cfg, tokenizer) -> ConversationEncoder:
+def encoder_for(data_cfg, tokenizer, template: ChatFormat | None = None) -> ConversationEncoder:
     """The encoder a recipe's `data` section describes (template, max_length, overlong, system)."""
-    template = get_template(data_cfg.template, tokenizer)
+    template = template if template is not None else get_template(data_cfg.template, tokenizer)
     return ConversationEncoder(tokenizer, template, data_cfg.max_length, data_cfg.overlong, data_cfg.system)

@@ -18,7 +18,7 @@ import json
 from dataclasses import dataclass
 from typing import Protocol, Sequence
 
-from mmtune.data.conversation import Message
+from mmtune.data.conversation import IMAGE_PLACEHOLDER, Message
 from mmtune.errors import ConfigError
 
 Span = tuple[int, int]
@@ -234,6 +234,30 @@ class TokenizerTemplate:
             if _PROBE_ANSWER in answer and answer.split(_PROBE_ANSWER, 1)[1].strip():
                 return [answer.split(_PROBE_ANSWER, 1)[1].strip()]
         return []
+
+
+@dataclass
+class ProcessorTemplate(TokenizerTemplate):
+    """`auto` for a vision-language model: its processor's own chat template, each message's content a
+    list of parts in which every `<image>` placeholder is an image part (as the model's users write
+    messages), so the template puts the model's own image markup where the image goes."""
+
+    processor: object = None
+
+    def _apply(self, messages: Sequence[Message], add_generation_prompt: bool) -> str:
+        conversation = [{"role": m.role, "content": content_parts(m.content)} for m in messages]
+        return self.processor.apply_chat_template(conversation, tokenize=False, add_generation_prompt=add_generation_prompt)
+
+
+def content_parts(text: str) -> list[dict]:
+    """`text` as chat-template content parts: an image part per `<image>` placeholder, text between."""
+    parts: list[dict] = []
+    for k, piece in enumerate(text.split(IMAGE_PLACEHOLDER)):
+        if k:
+            parts.append({"type": "image"})
+        if piece:
+            parts.append({"type": "text", "text": piece})
+    return parts
 
 
 _PROBE_ANSWER = "mmtune-probe-answer"

@@ -1,4 +1,7 @@
-"""Images in training samples: expand `<image>` placeholders to image tokens, load pixels.
+"""Images of the LLaVA models mmtune assembles: expand `<image>` placeholders to image tokens, load pixels.
+
+`LlavaImages` is what the rest of mmtune calls (encoding, every step, prompts), the same interface as
+a native family's processor (mmtune.data.processor_images.ProcessorImages).
 
 Encoding (once, cached): the text is encoded as usual, with each `<image>` placeholder a single
 special token; `expand_images` replaces the k-th placeholder token by the image's token layout
@@ -145,3 +148,44 @@ class ImageLoader:
     def __call__(self, paths: list[str], grids: list, source: str) -> torch.Tensor:
         """pixel_values for a training sample's image files (DataError when one cannot be read)."""
         return self.process([open_image(path, f"{source}:images[{k}]") for k, path in enumerate(paths)])
+
+
+@dataclass
+class LlavaImages:
+    """An assembled LLaVA's images: the token layout of `spec`, the pixels of `loader`."""
+
+    spec: ImageSpec
+    loader: ImageLoader
+    tokenizer: object = None  # for prompts (inference)
+
+    def __repr__(self) -> str:  # the dataset cache key (the spec says all that changes the samples)
+        return repr(self.spec)
+
+    @property
+    def image_token_id(self) -> int:
+        return self.spec.image_token_id
+
+    def encode_samples(self, encoder, convs, images: list[list[str]], sources: list[str]) -> list:
+        """For each conversation: (sample, tokens to keep whole, image paths, slice grids), or its DataError."""
+        full_batch = encoder.encode_batch(convs)
+        results = []
+        for i, (paths, source) in enumerate(zip(images, sources)):
+            try:
+                sample, kept, grids = expand_images(full_batch.sample(i), paths, self.spec, source)
+            except DataError as e:
+                results.append(e)
+                continue
+            last = max((k for k, t in enumerate(sample.input_ids) if t == self.spec.image_token_id), default=-1)
+            results.append((sample, last + 1, kept, grids))
+        return results
+
+    def __call__(self, paths: list[str], grids: list, source: str) -> dict:
+        return {"pixel_values": self.loader(paths, grids, source)}
+
+    def prompt_inputs(self, text: str, pictures: list) -> dict:
+        """input_ids and pixel_values of a rendered prompt and its PIL images, built as in training."""
+        ids = self.tokenizer(text, add_special_tokens=False).input_ids
+        sample = EncodedSample(list(ids), [IGNORE_INDEX] * len(ids))
+        grids = [self.loader.grid(img) for img in pictures]
+        expanded, _, _ = expand_images(sample, pictures, self.spec, "prompt", grids=grids)
+        return {"input_ids": torch.tensor([expanded.input_ids]), "pixel_values": self.loader.process(pictures)}

@@ -123,20 +123,22 @@ def _prompt_ids(tokenizer, template, messages: Sequence[Message], device) -> tor
 
 
 def prompt_inputs(model, tokenizer, template, messages: Sequence[Message], images=None, vision=None) -> dict:
-    """input_ids, attention_mask and, with images, pixel_values (built as in training)."""
+    """input_ids, attention_mask and, with images, the model's image tensors, built as in training
+    (`vision`: the model's LlavaImages or ProcessorImages)."""
     device = next(model.parameters()).device
-    input_ids = _prompt_ids(tokenizer, template, messages, "cpu")
-    inputs = {}
-    if images:
-        if vision is None:
-            from mmtune.errors import MmtuneError
+    if not images:
+        input_ids = _prompt_ids(tokenizer, template, messages, device)
+        return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
+    if vision is None:
+        from mmtune.errors import MmtuneError
 
-            raise MmtuneError("this model takes no images", hint="use a vision-language (LLaVA) model for --image")
-        ids, pixels = vision.build(input_ids[0].tolist(), list(images))
-        input_ids = torch.tensor([ids])
-        inputs["pixel_values"] = pixels.to(device=device, dtype=next(model.parameters()).dtype)
-    input_ids = input_ids.to(device)
-    return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), **inputs}
+        raise MmtuneError("this model takes no images", hint="use a vision-language model for --image")
+    prompt, _ = template.render(messages, add_generation_prompt=True)
+    inputs = vision.prompt_inputs(prompt, list(images))
+    dtype = next(model.parameters()).dtype
+    inputs = {k: v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype) for k, v in inputs.items()}
+    inputs.pop("attention_mask", None)
+    return {**inputs, "attention_mask": torch.ones_like(inputs["input_ids"])}
 
 
 def _cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
@@ -194,7 +196,7 @@ def generate_reply(model, tokenizer, template: ChatFormat, messages: Sequence[Me
     """The whole reply as one string (stops early when `control.cancel` is set).
 
     `images` (PIL) fill the `<image>` placeholders of the messages in order; `vision` (a
-    VisionInputs) says how the model takes them."""
+    LlavaImages or ProcessorImages, mmtune.infer.vision) says how the model takes them."""
     settings = settings or GenerationSettings()
     inputs = prompt_inputs(model, tokenizer, template, messages, images, vision)
     input_ids = inputs["input_ids"]

@@ -27,7 +27,7 @@ class LoadedModel:
     tokenizer: object
     template: ChatFormat
     name: str
-    vision: object | None = None  # VisionInputs for a vision-language model, None for text-only
+    vision: object | None = None  # how a vision-language model takes images (infer/vision.py), None for text-only
 
 
 def pick_template(tokenizer, name: str | None) -> ChatFormat:
@@ -84,7 +84,7 @@ def load_for_inference(model_path: str, *, adapter: str | None = None, template:
     device = pick_device(device)
     torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
     if _is_vlm_dir(model_path):
-        return _load_llava_dir(model_path, adapter, template, device, torch_dtype, trust_remote_code)
+        return _load_vlm_dir(model_path, adapter, template, device, torch_dtype, trust_remote_code)
     tok_source = adapter if adapter and has_tokenizer(Path(adapter)) else model_path
     tokenizer = load_pretrained(AutoTokenizer, tok_source, "the tokenizer", trust_remote_code=trust_remote_code)
     model = load_pretrained(AutoModelForCausalLM, model_path, "the model", dtype=torch_dtype,
@@ -92,16 +92,28 @@ def load_for_inference(model_path: str, *, adapter: str | None = None, template:
     return _finish(model, tokenizer, template, adapter or model_path, device, adapter=adapter)
 
 
-def _load_llava_dir(path, adapter, template, device, torch_dtype, trust_remote_code) -> LoadedModel:
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+def _load_vlm_dir(path, adapter, template, device, torch_dtype, trust_remote_code) -> LoadedModel:
+    """An exported (or released) vision-language model with its processor; a native family's own chat
+    template renders its image parts unless `template` names another."""
+    from transformers import AutoConfig, AutoModelForImageTextToText
 
+    from mmtune.data.templates import ProcessorTemplate
     from mmtune.infer.vision import vision_inputs_for
+    from mmtune.models.families import family_for_type
+    from mmtune.models.processors import load_processor
 
-    processor = load_pretrained(AutoProcessor, path, "the processor", trust_remote_code=trust_remote_code)
+    config = load_pretrained(AutoConfig, path, "the model config", trust_remote_code=trust_remote_code)
+    family = family_for_type(config.model_type)
+    processor = load_processor(path, trust_remote_code=trust_remote_code,
+                               video_stub=family.video_stub if family else None)
     model = load_pretrained(AutoModelForImageTextToText, path, "the vision-language model", dtype=torch_dtype,
                             trust_remote_code=trust_remote_code)
-    vision = vision_inputs_for(model, processor.tokenizer, processor.image_processor, read_meta(Path(path)))
-    return _finish(model, processor.tokenizer, template, adapter or path, device, vision, adapter=adapter)
+    meta = (read_meta(Path(adapter)) if adapter else None) or read_meta(Path(path)) or {}  # what training recorded
+    vision = vision_inputs_for(model, processor, meta)
+    loaded = _finish(model, processor.tokenizer, template, adapter or path, device, vision, adapter=adapter)
+    if "vision" not in meta and template in (None, "auto"):  # a native family: image parts in its own template
+        loaded.template = ProcessorTemplate(processor.tokenizer, processor=processor)
+    return loaded
 
 
 def load_llava_parts(llm: str, visual_encoder: str, llava_dir: str, *, template: str | None = None, device: str = "auto",
@@ -134,5 +146,5 @@ def load_llava_parts(llm: str, visual_encoder: str, llava_dir: str, *, template:
     elif not (d / INFO_NAME).exists():
         raise MmtuneError(f"{llava_dir!r} holds neither a projector (projector.json) nor an adapter",
                           hint="point --llava at the final/ or checkpoint-N dir of a LLaVA run")
-    vision = vision_inputs_for(model, processor.tokenizer, processor.image_processor, meta)
+    vision = vision_inputs_for(model, processor, {**meta, "vision": meta.get("vision") or {}})
     return _finish(model, processor.tokenizer, template, llava_dir, pick_device(device), vision)

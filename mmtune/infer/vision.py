@@ -1,39 +1,23 @@
-"""Image inputs for generation, built exactly as in training (data/vlm.py): the prompt's `<image>`
-placeholders expand to the image token layout and the images go through the same ImageLoader
-(pad or resize, optional slicing), so a model sees at inference what it saw in training."""
+"""Image inputs for generation, built exactly as in training: a loaded vision-language model's
+`LlavaImages` (the LLaVA models mmtune assembles: the recorded image mode and slicing) or
+`ProcessorImages` (a native family: its processor, with the processor settings training recorded)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import torch
-
-from mmtune.data.encode import EncodedSample
-from mmtune.data.vlm import ImageLoader, ImageSpec, expand_images
+from mmtune.data.processor_images import ProcessorImages
+from mmtune.data.vlm import SLICE_END, SLICE_START, ImageLoader, ImageSpec, LlavaImages
 
 
-@dataclass
-class VisionInputs:
-    spec: ImageSpec
-    loader: ImageLoader
-
-    def build(self, input_ids: list[int], images: list) -> tuple[list[int], torch.Tensor | None]:
-        """(expanded input ids, pixel_values) for a prompt and its PIL images, in placeholder order."""
-        if not images:
-            return input_ids, None
-        sample = EncodedSample(list(input_ids), [-100] * len(input_ids))
-        grids = [self.loader.grid(img) for img in images]
-        expanded, _, _ = expand_images(sample, images, self.spec, "prompt", grids=grids)
-        return expanded.input_ids, self.loader.process(images)
-
-
-def vision_inputs_for(model, tokenizer, image_processor, meta: dict | None) -> VisionInputs:
-    """The VisionInputs of a LLaVA model; `meta` (mmtune_meta.json of the run) gives image_mode/slice."""
+def vision_inputs_for(model, processor, meta: dict | None):
+    """How `model` takes images at inference. `meta` is what its training recorded (mmtune_meta.json):
+    an assembled LLaVA's image mode and slicing, or a native family's processor settings."""
+    meta = meta or {}
+    if "vision" not in meta:  # a native family (or a checkpoint mmtune did not train): its own processor
+        return ProcessorImages(processor, dict(meta.get("processor") or {}))
     from mmtune.config.schema import SliceConfig
-    from mmtune.data.vlm import SLICE_END, SLICE_START
     from mmtune.models.llava import image_tokens_per_image
 
-    meta = meta or {}
+    tokenizer = processor.tokenizer
     slice_cfg = SliceConfig(**meta["slice"]) if meta.get("slice") else None
     config = model.config
     spec = ImageSpec(
@@ -46,4 +30,5 @@ def vision_inputs_for(model, tokenizer, image_processor, meta: dict | None) -> V
         max_slice_nums=slice_cfg.max_slice_nums if slice_cfg else None,
         scale_resolution=slice_cfg.scale_resolution if slice_cfg else 448,
     )
-    return VisionInputs(spec, ImageLoader(image_processor, meta.get("image_mode", "pad"), slice_cfg))
+    loader = ImageLoader(processor.image_processor, meta.get("image_mode", "pad"), slice_cfg)
+    return LlavaImages(spec, loader, tokenizer)

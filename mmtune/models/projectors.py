@@ -21,6 +21,7 @@ from typing import Callable
 from torch import nn
 
 from mmtune.errors import MmtuneError
+from mmtune.models.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -37,20 +38,9 @@ class Projector:
     config_fields: Callable[[int], dict] = lambda query_nums: {}  # extra LLaVA config fields from the recipe
 
 
-PROJECTORS: dict[str, Projector] = {}
-
-
-def register_projector(projector: Projector) -> Projector:
-    if projector.name in PROJECTORS:
-        raise ValueError(f"projector {projector.name!r} is registered twice")
-    PROJECTORS[projector.name] = projector
-    return projector
-
-
-def get_projector(name: str) -> Projector:
-    if name not in PROJECTORS:
-        raise MmtuneError(f"unknown projector {name!r}", hint=f"one of {', '.join(PROJECTORS)}")
-    return PROJECTORS[name]
+PROJECTORS: Registry = Registry("projector")
+register_projector = PROJECTORS.register
+get_projector = PROJECTORS.get_entry
 
 
 def projector_of(module: nn.Module) -> Projector:

@@ -9,9 +9,9 @@ encoder), `vision.lora`. Everything not named is frozen. The defaults (`trainabl
     + vision                  : [projector, llm.lora, vision.lora]   (method.trainable names it)
 
 LoRA goes through peft. On a text model it adapts `lora.target_modules` (peft's "all-linear" leaves
-the head alone). On a LLaVA model the targets are a regex scoped to the language model (and,
-separately, the vision tower): a bare `target_modules=["q_proj", ...]` would also hit CLIP's
-q_proj/v_proj. When LoRA is used, fully trained groups (`projector`, `vision`) go in peft's
+the head alone). On a vision-language model the targets are a regex scoped to the language model's
+blocks (and, separately, the vision tower's), at the paths the family's entry names
+(mmtune.models.families): a bare `target_modules=["q_proj", ...]` would also hit CLIP's q_proj/v_proj. When LoRA is used, fully trained groups (`projector`, `vision`) go in peft's
 `modules_to_save`, so the adapter checkpoint carries them. `llm` (full) with `vision.lora` is
 refused: peft would need a second copy of the whole LM (and would untie its head from its embeddings).
 QLoRA (4-bit base) prepares the quantized model with peft first.
@@ -25,15 +25,12 @@ import re
 from torch import nn
 
 from mmtune.errors import ConfigError
-from mmtune.models.llava import llava_core
+from mmtune.models.families import Parts, base_model, family_for_type
 
 log = logging.getLogger(__name__)
 
 GROUPS = ("projector", "llm", "llm.lora", "vision", "vision.lora")
 TEXT_GROUPS = ("llm", "llm.lora")
-# Module names in LlavaForConditionalGeneration (peft prefixes them with base_model.model.).
-PREFIX = {"llm": "model.language_model", "vision": "model.vision_tower"}
-SAVE_NAME = {"projector": "multi_modal_projector", "vision": "vision_tower"}
 
 
 def trainable_groups(method_cfg, vision: bool) -> list[str]:
@@ -94,23 +91,26 @@ def prepare_text_model(model, method_cfg, *, gradient_checkpointing: bool = Fals
     return apply_trainable(model, trainable_groups(method_cfg, vision=False), method_cfg.lora)
 
 
-def is_llava(model) -> bool:
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return hasattr(getattr(base, "model", base), "multi_modal_projector")
+def vision_parts(model) -> Parts | None:
+    """Where a vision-language model's parts live (its family's entry); None for a text model."""
+    family = family_for_type(getattr(base_model(model).config, "model_type", None))
+    return family.parts if family is not None else None
 
 
-def apply_trainable(model, trainable: list[str], lora_cfg=None):
+def apply_trainable(model, trainable: list[str], lora_cfg=None, parts: Parts | None = None):
     """Freeze all but the named groups; add LoRA for `*.lora`. Returns the (maybe peft-wrapped) model.
 
     `lora_cfg` has r / alpha / dropout / target_modules / modules_to_save (mmtune's LoraConfig
-    schema, or None for its defaults)."""
+    schema, or None for its defaults); `parts` says where a VLM's groups live (its family's entry,
+    looked up from the config when not given)."""
     if lora_cfg is None:
         from mmtune.config.schema import LoraConfig as MmtuneLora
 
         lora_cfg = MmtuneLora()
-    if not is_llava(model):
+    parts = parts or vision_parts(model)
+    if parts is None:
         return _apply_text(model, check_trainable(trainable, vision=False), lora_cfg)
-    return _apply_llava(model, check_trainable(trainable), lora_cfg)
+    return _apply_vision(model, check_trainable(trainable), lora_cfg, parts)
 
 
 def _apply_text(model, wanted: set[str], lora_cfg):
@@ -127,92 +127,93 @@ def _peft(model, lora_cfg, target_modules, modules_to_save):
     return get_peft_model(model, config)
 
 
-LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")
+def _blocks(name: str) -> re.Pattern:
+    return re.compile(rf"(?:^|\.){re.escape(name)}\.(\d+)\.")
 
 
-def _layer_linears(module: nn.Module, keep_layer) -> set[str]:
-    """Leaf names of the Linear layers inside `layers.N` blocks with keep_layer(N)."""
-    names = set()
+def _block_linears(module: nn.Module, blocks: str, keep_layer) -> set[str]:
+    """Leaf names of the Linear layers inside `<blocks>.N` with keep_layer(N)."""
+    pattern, names = _blocks(blocks), set()
     for name, m in module.named_modules():
-        hit = LAYER.search(name + ".")
+        hit = pattern.search(name + ".")
         if isinstance(m, nn.Linear) and hit and keep_layer(int(hit.group(1))):
             names.add(name.rsplit(".", 1)[-1])
     return names
 
 
-def used_vision_layers(config) -> int:
-    """How many vision encoder layers feed `vision_feature_layer` (hidden_states[0] = embeddings)."""
-    n_layers = config.vision_config.num_hidden_layers
-    layers = config.vision_feature_layer
+def used_vision_layers(config) -> int | None:
+    """How many vision encoder layers feed `vision_feature_layer` (hidden_states[0] = embeddings), for
+    the models that read one hidden layer (LLaVA and kin); None: all of them."""
+    layers = getattr(config, "vision_feature_layer", None)
+    n_layers = getattr(config.vision_config, "num_hidden_layers", None)
+    if layers is None or n_layers is None:
+        return None
     layers = layers if isinstance(layers, list) else [layers]
     return max(i if i >= 0 else n_layers + 1 + i for i in layers)
 
 
-def lora_target_regex(model, parts: list[str], target_modules="all-linear") -> str:
-    """A peft `target_modules` regex: the wanted Linear layers of the transformer blocks of `parts`.
+def lora_target_regex(model, parts: Parts, lora_parts: list[str], target_modules="all-linear") -> str:
+    """A peft `target_modules` regex: the wanted Linear layers of the transformer blocks of `lora_parts`
+    (`llm`, `vision`).
 
-    Only `layers.N` blocks count, so SigLIP's pooling head and the lm_head get no LoRA, and vision
-    layers past `vision_feature_layer` (whose output LLaVA never reads) are skipped: LoRA there
-    would get no gradient, which DDP reports as unused parameters.
+    Only the blocks count (`layers.N` of the LLM, the family's vision blocks), so SigLIP's pooling
+    head, a projector inside the vision tower and the lm_head get no LoRA, and vision layers past
+    `vision_feature_layer` (whose output LLaVA never reads) are skipped: LoRA there would get no
+    gradient, which DDP reports as unused parameters.
     """
-    core = llava_core(model)
+    base = base_model(model)
     pieces = []
-    for part in parts:
-        if part == "llm":
-            sub, keep = core.language_model, (lambda i: True)
-            layers = r"\d+"
-        else:
-            n_used = used_vision_layers(core.config)
-            sub, keep = core.vision_tower, (lambda i, n=n_used: i < n)
-            layers = "|".join(str(i) for i in range(n_used))
-        present = _layer_linears(sub, keep)
+    for part in lora_parts:
+        path = parts.llm if part == "llm" else parts.vision
+        blocks = "layers" if part == "llm" else parts.vision_blocks
+        used = None if part == "llm" else used_vision_layers(base.config)
+        keep = (lambda i: True) if used is None else (lambda i, n=used: i < n)
+        present = _block_linears(base.get_submodule(path), blocks, keep)
         names = present if target_modules == "all-linear" else set(target_modules) & present
         if not names:
             raise ConfigError(
                 f"LoRA target_modules {target_modules} match no Linear layer in the {part}",
                 hint=f"its Linear layers are named {sorted(present)}",
             )
+        layers = r"\d+" if used is None else "|".join(str(i) for i in range(used))
         alts = "|".join(sorted(map(re.escape, names)))
-        pieces.append(rf"{re.escape(PREFIX[part])}\.(.*\.)?layers\.({layers})\.(.*\.)?({alts})")
+        pieces.append(rf"{re.escape(path)}\.(.*\.)?{re.escape(blocks)}\.({layers})\.(.*\.)?({alts})")
     return "|".join(f"({p})" for p in pieces)  # peft fullmatches the module name
 
 
-def _apply_llava(model, wanted: set[str], lora_cfg):
+def _apply_vision(model, wanted: set[str], lora_cfg, parts: Parts):
     lora_parts = [p for p in ("llm", "vision") if f"{p}.lora" in wanted]
-    core = llava_core(model)
+    paths = {"vision": parts.vision, "projector": parts.projector, "llm": parts.llm}
     if not lora_parts:
         model.requires_grad_(False)
-        groups = {"projector": core.multi_modal_projector, "llm": core.language_model, "vision": core.vision_tower}
-        for name, module in groups.items():
-            if name in wanted:
-                module.requires_grad_(True)
+        for group in ("vision", "llm", "projector"):  # the projector last: it may sit inside the vision tower
+            model.get_submodule(paths[group]).requires_grad_(group in wanted)
         if "llm" in wanted:
             model.get_output_embeddings().requires_grad_(True)  # lm_head (tied to the embeddings or not)
         return model
-    full = [g for g in ("projector", "vision") if g in wanted]  # "llm" + LoRA was refused above
-    extra_saved = [m for m in getattr(lora_cfg, "modules_to_save", None) or [] if m not in SAVE_NAME.values()]
-    return _peft(model, lora_cfg, lora_target_regex(model, lora_parts, lora_cfg.target_modules),
-                 [SAVE_NAME[g] for g in full] + extra_saved or None)
+    full = [g for g in ("vision", "projector") if g in wanted]  # "llm" + LoRA was refused above
+    if {"vision", "projector"} <= set(full) and parts.projector.startswith(parts.vision + "."):
+        full.remove("projector")  # saved with the vision tower it sits in
+    saved = [paths[g].rsplit(".", 1)[-1] for g in full]
+    extra_saved = [m for m in getattr(lora_cfg, "modules_to_save", None) or [] if m not in saved]
+    return _peft(model, lora_cfg, lora_target_regex(model, parts, lora_parts, lora_cfg.target_modules),
+                 saved + extra_saved or None)
 
 
-def _group_of(name: str) -> str:
-    if ".vision_tower." in f".{name}":
-        return "vision"
-    if ".multi_modal_projector." in f".{name}":
-        return "projector"
-    return "llm"
-
-
-def trainable_summary(model) -> dict[str, tuple[int, int]]:
+def trainable_summary(model, parts: Parts | None = None) -> dict[str, tuple[int, int]]:
     """{group: (trainable, total)} parameter counts for vision / projector / llm, and "all".
 
     LoRA weights count in the group they adapt; peft's frozen original copy of a
     `modules_to_save` module counts in the total.
     """
+    parts = parts or vision_parts(model)
     out = {g: [0, 0] for g in ("vision", "projector", "llm", "all")}
     for name, p in model.named_parameters():
         n = p.numel()
-        for g in (_group_of(name), "all"):
+        dotted = f".{name}"
+        group = ("projector" if f".{parts.projector}." in dotted else "vision" if f".{parts.vision}." in dotted
+                 else "llm")
+        for g in (group, "all"):
             out[g][1] += n
             out[g][0] += n if p.requires_grad else 0
     return {g: (t, n) for g, (t, n) in out.items()}

@@ -54,9 +54,9 @@ def run_training(recipe, work_dir: str | Path, *, resume: str | None = None, str
                  extra_callbacks: list | None = None) -> TrainResult:
     run = start_run(recipe, Path(work_dir), strategy)
     eval_set = build_data.eval_set(recipe)  # a bad eval file fails here, before any weights load
-    vision = build_model.vision_model(recipe, run.device) if recipe.model.vision is not None else None
-    tokenizer, template = tokenizer_and_template(recipe, vision.tokenizer if vision else None)
-    rows, stats = training_rows(recipe, tokenizer, vision)
+    vision = build_model.vision_model(recipe, run.device) if build_model.is_vision(recipe) else None
+    tokenizer, template = tokenizer_and_template(recipe, *((vision.tokenizer, vision.processor) if vision else ()))
+    rows, stats = training_rows(recipe, tokenizer, template, vision)
     model = vision.model if vision else build_model.text_model(recipe, run.device)
     resume_from = resume_checkpoint(run.work_dir, resume)
     trainer = make_trainer(recipe, run, model, tokenizer, template, rows, eval_set, vision, extra_callbacks)
@@ -87,11 +87,12 @@ def start_run(recipe, work_dir: Path, strategy: Strategy) -> Run:
     return Run(work_dir, device, strategy, args)
 
 
-def training_rows(recipe, tokenizer, vision=None):
+def training_rows(recipe, tokenizer, template, vision=None):
     """(rows, stats): the encoded data (one rank tokenizes, the others reuse its cache) as rows."""
-    encoded, stats = build_data.encoded_data(recipe, tokenizer, image_spec=vision.image_spec if vision else None,
-                                             world_size=launch.world_size())
-    rows = build_data.train_rows(recipe, encoded, vision.image_loader if vision else None)
+    encoded, stats = build_data.encoded_data(recipe, tokenizer, image_spec=vision.images if vision else None,
+                                             template=template, world_size=launch.world_size())
+    rows = build_data.train_rows(recipe, encoded, vision.images if vision else None,
+                                 build_model.position_fn(vision) if vision else None)
     stats.rows = len(rows)
     log.info("data: %d records (%d bad), %d samples, %d tokens (%d trained), %d truncated, %d dropped -> %d rows%s",
              stats.records, stats.bad_records, stats.samples, stats.tokens, stats.trained_tokens,

@@ -6,7 +6,7 @@ import logging
 
 from mmtune.builders.meta import run_meta
 from mmtune.builders.model import sample_images
-from mmtune.data.collate import FlatCollator, PaddingCollator
+from mmtune.data.collate import FlatCollator, ImageBatch, PaddingCollator
 from mmtune.models.packed_attention import flat_collator_options, use_packed_attention
 from mmtune.errors import MmtuneError
 from mmtune.models.remote_code import packing_problem
@@ -26,7 +26,8 @@ def make_trainer(recipe, run, model, tokenizer, template, rows, eval_set=None, v
     from transformers.trainer_callback import ProgressCallback
 
     if rows.pack:  # sdpa -> per-sample attention over the flat row (eager and flash stay as they are)
-        problem = packing_problem(model)
+        problem = packing_problem(model) or (vision.family.packing_problem(model) if vision is not None
+                                              and vision.family.packing_problem else None)
         if problem:
             raise MmtuneError(f"packed rows cannot train this model: {problem}",
                               hint="set data.pack_to_max_length: false (one sample per row, padded)")
@@ -34,9 +35,12 @@ def make_trainer(recipe, run, model, tokenizer, template, rows, eval_set=None, v
     trainable, total = count_parameters(model)
     log.info("parameters: %s trainable of %s (%.2f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / max(total, 1))
     if vision is not None:
-        log.info("trainable by part: %s", ", ".join(f"{part} {t:,}/{n:,}" for part, (t, n) in trainable_summary(model).items()
+        summary = trainable_summary(model, vision.family.parts)
+        log.info("trainable by part: %s", ", ".join(f"{part} {t:,}/{n:,}" for part, (t, n) in summary.items()
                                                     if part != "all"))
-    collator = FlatCollator(**flat_collator_options(model)) if rows.pack else PaddingCollator(tokenizer.pad_token_id)
+    images = image_batch(vision)
+    collator = (FlatCollator(**flat_collator_options(model), images=images) if rows.pack
+                else PaddingCollator(tokenizer.pad_token_id, images=images))
     trainer = MmtuneTrainer(
         model=model,
         args=run.args,
@@ -67,14 +71,21 @@ def make_trainer(recipe, run, model, tokenizer, template, rows, eval_set=None, v
     return trainer
 
 
+def image_batch(vision) -> ImageBatch | None:
+    """How a batch's images go into the forward: the family's way of combining them, its image-token mask."""
+    if vision is None:
+        return None
+    family = vision.family
+    token_types = (family.token_types, vision.images.image_token_id) if family.token_types else None
+    return ImageBatch(family.combine, token_types)
+
+
 def sample_chat(recipe, run, tokenizer, template, vision=None) -> cb.SampleChatCallback:
     """Answers to `eval.evaluation_inputs` (with `evaluation_images` for a VLM) as training goes."""
-    from mmtune.infer.vision import VisionInputs
-
     e = recipe.eval
     images = {}
     if vision is not None:
-        images = {"images": sample_images(recipe), "vision": VisionInputs(vision.image_spec, vision.image_loader)}
+        images = {"images": sample_images(recipe), "vision": vision.images}
     return cb.SampleChatCallback(
         tokenizer, template, e.evaluation_inputs, every_n_steps=e.every_n_steps,
         system=e.system if e.system is not None else recipe.data.system, max_new_tokens=e.max_new_tokens,

@@ -11,11 +11,12 @@ from transformers import AutoImageProcessor
 
 from mmtune.config.schema import SliceConfig
 from mmtune.data.conversation import Conversation, Message
+from mmtune.data.collate import cat_images
 from mmtune.data.dataset import TrainRows
 from mmtune.data.encode import ConversationEncoder, EncodedSample, fit_length
 from mmtune.data.images import count_image_tokens, slice_grid
 from mmtune.data.templates import get_template
-from mmtune.data.vlm import SLICE_END, SLICE_START, ImageLoader, ImageSpec, expand_images
+from mmtune.data.vlm import SLICE_END, SLICE_START, ImageLoader, ImageSpec, LlavaImages, expand_images
 from mmtune.errors import DataError
 from mmtune.testing.tiny_vision import tiny_vision_dir
 
@@ -101,7 +102,7 @@ class FakeEncoded(list):
 
 
 def rows_for(folder, images_per_sample, **kwargs):
-    loader = ImageLoader(AutoImageProcessor.from_pretrained(tiny_vision_dir("clip")))
+    loader = LlavaImages(None, ImageLoader(AutoImageProcessor.from_pretrained(tiny_vision_dir("clip"))))
     samples = FakeEncoded(
         {"input_ids": [1] * (4 + N), "labels": [-100] * 4 + [5] * N,
          "images": [str(folder / name)] if name else [], "grids": [[1, 1]] if name else [], "source": f"d.json:record {i}"}
@@ -110,20 +111,24 @@ def rows_for(folder, images_per_sample, **kwargs):
     return TrainRows(samples, image_loader=loader, **kwargs)
 
 
+def pixels(row):
+    return cat_images(row["image_inputs"])["pixel_values"]
+
+
 def test_rows_carry_pixel_values(folder):
     rows = rows_for(folder, ["a.png", None, "b.png"], pack=True, max_length=1000)
     [row] = [rows[i] for i in range(len(rows))]
-    assert row["pixel_values"].shape == (2, 3, 64, 64)
+    assert pixels(row).shape == (2, 3, 64, 64)
 
 
 def test_bad_image_resample_and_skip_are_counted(folder, caplog):
     resample = rows_for(folder, ["broken.png", "a.png"], pack=False, max_length=1000, bad_images="resample", seed=1)
     row = resample[0]
-    assert resample.bad == 1 and row["pixel_values"].shape[0] == 1  # replaced by the good sample
+    assert resample.bad == 1 and pixels(row).shape[0] == 1  # replaced by the good sample
     assert "d.json:record 0:images[0]" in caplog.text and "cannot decode image" in caplog.text
     skip = rows_for(folder, ["broken.png", "a.png", None], pack=True, max_length=1000, bad_images="skip")
     row = skip[0]
-    assert skip.bad == 1 and row["pixel_values"].shape[0] == 1
+    assert skip.bad == 1 and pixels(row).shape[0] == 1
     assert len(row["input_ids"]) == 2 * (4 + N)  # the bad sample left its row
 
 

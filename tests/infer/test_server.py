@@ -334,7 +334,7 @@ def test_image_parts_reach_a_vision_model():
     from mmtune.testing.tiny_vision import tiny_image, tiny_vision_dir
 
     model, processor = build_llava(str(tiny_lm_dir("qwen2")), str(tiny_vision_dir("clip")))
-    vision = vision_inputs_for(model.eval(), processor.tokenizer, processor.image_processor, {})
+    vision = vision_inputs_for(model.eval(), processor, {"vision": {}})  # as an assembled LLaVA's run records it
     loaded = LoadedModel(model, processor.tokenizer, pick_template(processor.tokenizer, "chatml"), "tiny-llava", vision)
     running = serve_in_thread(create_app(loaded, ServerSettings("tiny-llava")))
     try:

@@ -59,8 +59,7 @@ def packed_rows(samples) -> list[dict]:
     rows = []
     for group in (samples[:2], samples[2:]):
         row = concat_samples(group)
-        pixels = [s["pixel_values"] for s in group if s["pixel_values"] is not None]
-        row["pixel_values"] = torch.cat(pixels) if pixels else None
+        row["image_inputs"] = [{"pixel_values": s["pixel_values"]} for s in group if s["pixel_values"] is not None]
         rows.append(row)
     return rows
 

@@ -1,0 +1,47 @@
+"""Qwen2-VL, Qwen2.5-VL and Qwen3-VL: a ViT with a patch merger (`model.visual.merger`), 3-D rotary
+positions (mrope) for the language model.
+
+Images: the processor resizes each image to a multiple of patch x merge size within
+`min_pixels` / `max_pixels` and expands `<|image_pad|>` to (grid t*h*w) / merge^2 tokens. Packing:
+each sample of a packed row gets its own mrope positions (`get_rope_index` on the sample alone),
+restarting at 0, with a first row of plain text positions that tells transformers where samples
+start (4 x 1 x L), and no attention mask: the attention keeps the samples apart."""
+
+from __future__ import annotations
+
+import torch
+
+from mmtune.models.families.registry import Family, Parts, base_model, register_family
+
+
+def mrope_positions(model, input_ids: torch.Tensor, images: dict) -> torch.Tensor:
+    """(4, 1, L): text positions, then the 3 mrope rows, of one sample alone."""
+    core = base_model(model).model
+    ids = input_ids[None]
+    types = (ids == base_model(model).config.image_token_id).int()
+    rope, _ = core.get_rope_index(ids, types, image_grid_thw=images.get("image_grid_thw"))
+    return torch.cat([torch.arange(ids.shape[1], device=rope.device)[None, None], rope], dim=0)
+
+
+QWEN_PARTS = Parts(vision="model.visual", projector="model.visual.merger", llm="model.language_model",
+                   vision_blocks="blocks")
+
+register_family(Family(
+    name="qwen2_5_vl",
+    model_types=("qwen2_5_vl", "qwen2_vl"),
+    description="Qwen2-VL / Qwen2.5-VL: ViT + patch merger, mrope; images at their own aspect ratio",
+    parts=QWEN_PARTS,
+    knobs=("min_pixels", "max_pixels"),
+    token_types="mm_token_type_ids",
+    positions=mrope_positions,
+))
+
+register_family(Family(
+    name="qwen3_vl",
+    model_types=("qwen3_vl",),
+    description="Qwen3-VL: ViT + patch merger (deepstack), interleaved mrope",
+    parts=QWEN_PARTS,
+    knobs=("min_pixels", "max_pixels"),
+    token_types="mm_token_type_ids",
+    positions=mrope_positions,
+))
