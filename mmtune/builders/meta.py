@@ -3,6 +3,7 @@ what export, chat and serve need to rebuild the model and its input format witho
 
 from __future__ import annotations
 
+from mmtune.builders.model import native_family
 from mmtune.models.trainable import trainable_groups
 
 
@@ -16,6 +17,10 @@ def run_meta(recipe) -> dict:
         "trust_remote_code": m.trust_remote_code,
         "processor": dict(recipe.data.processor),  # a native VLM's processor settings: chat, serve, eval reuse them
     }
+    family = native_family(m) if m.vision is None else None
+    if family is not None:
+        meta.update({"family": family.name, "stage": recipe.method.stage,
+                     "trainable": trainable_groups(recipe.method, vision=True, family=family)})
     if m.vision is not None:
         meta.update({
             "vision": m.vision.model_dump(),

@@ -22,7 +22,7 @@ from mmtune.models.families import Family, check_knobs, family_for_type, family_
 from mmtune.models.internlm2 import config_dict
 from mmtune.models.llava import build_llava, image_tokens_per_image
 from mmtune.models.load import DTYPES, load_causal_lm, load_pretrained
-from mmtune.models.processors import load_processor
+from mmtune.models.processors import load_processor, with_knobs
 from mmtune.models.projector import load_projector
 from mmtune.models.remote_code import check_first_forward
 from mmtune.models.trainable import apply_trainable, enable_activation_checkpointing, prepare_text_model, trainable_groups
@@ -101,6 +101,17 @@ def llava_for_recipe(recipe, dtype: str):
     return model, processor
 
 
+def vlm_for_recipe(recipe, dtype: str):
+    """(model, processor, family) as the recipe describes them before training, the processor with
+    the recipe's processor settings built in (export rebuilds the model this way to merge an adapter)."""
+    if recipe.model.vision is not None:
+        model, processor = llava_for_recipe(recipe, dtype)
+        return model, processor, family_of(model.config)
+    model, processor, family = native_vlm(recipe, dtype)
+    processor, _ = with_knobs(processor, dict(recipe.data.processor))
+    return model, processor, family
+
+
 def vision_model(recipe, device: str) -> VisionParts:
     """The vision-language model to train (trainable parts set, on `device`) and its image handling."""
     check_vision_recipe(recipe)
@@ -115,12 +126,14 @@ def vision_model(recipe, device: str) -> VisionParts:
         images = LlavaImages(spec, loader, processor.tokenizer)
     else:
         model, processor, family = native_vlm(recipe, dtype)
-        images = ProcessorImages(processor, dict(recipe.data.processor), recipe.data.image_folder)
+        processor, call_knobs = with_knobs(processor, dict(recipe.data.processor))
+        images = ProcessorImages(processor, call_knobs, recipe.data.image_folder)
     model.config.use_cache = False
     model.config.get_text_config().use_cache = False
     if recipe.train.gradient_checkpointing:
         enable_activation_checkpointing(model)
-    model = apply_trainable(model, trainable_groups(recipe.method, vision=True), recipe.method.lora, family.parts)
+    groups = trainable_groups(recipe.method, vision=True, family=family)
+    model = apply_trainable(model, groups, recipe.method.lora, family.parts)
     model.to(device)
     return VisionParts(model, processor, processor.tokenizer, images, family)
 

@@ -10,6 +10,9 @@ examples:
   mmtune make-tiny llama /tmp/tiny-llama
   mmtune make-tiny internlm2 /tmp/tiny-internlm2     # InternLM2's own layout, config and sentencepiece tokenizer
   mmtune make-tiny clip demo_out/models/tiny-clip      # vision encoder + image processor (64 px, 16 px patches)
+  mmtune make-tiny qwen2_5_vl /tmp/tiny-qwen2.5-vl     # a vision-language model + its processor and chat template
+VLM kinds: minicpmv4_6, qwen2_5_vl, qwen3_vl, internvl, gemma3, smolvlm, llava_onevision (transformers' own
+classes; the processor loads with AutoProcessor, or without torchvision through mmtune).
 The model has random weights (a language model comes with a tokenizer trained locally); it loads with
 from_pretrained(DIR), like a hub checkpoint.
 """
@@ -20,7 +23,9 @@ def register(sub) -> None:
     from mmtune.testing.catalog import KINDS
 
     p.add_argument("family", choices=KINDS,
-                   help="architecture: a causal LM (qwen2, llama, internlm2) or a vision encoder (clip, siglip)")
+                   help="architecture: a causal LM (qwen2, llama, internlm2), a vision encoder (clip, siglip) or a "
+                        "vision-language model (minicpmv4_6, qwen2_5_vl, qwen3_vl, internvl, gemma3, smolvlm, "
+                        "llava_onevision)")
     p.add_argument("out", metavar="DIR", help="output directory")
     p.set_defaults(func=run)
 

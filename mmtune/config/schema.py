@@ -103,6 +103,10 @@ class TrainConfig(Section):
     micro_batch_size: int = Field(1, ge=1)
     gradient_accumulation: int = Field(16, ge=1)
     lr: float = Field(2e-4, gt=0)
+    vision_lr: Optional[float] = Field(None, gt=0, description="learning rate of the vision tower when it trains "
+                                                                 "(VLM; default: lr)")
+    projector_lr: Optional[float] = Field(None, gt=0, description="learning rate of the projector / merger when it "
+                                                                   "trains (VLM; default: lr)")
     weight_decay: float = Field(0.0, ge=0)
     # the fused kernel (CPU and CUDA) is also the Trainer's own default since torch 2.8
     optimizer: Literal["adamw_torch_fused", "adamw_torch", "paged_adamw_8bit", "adamw_8bit", "sgd"] = "adamw_torch_fused"

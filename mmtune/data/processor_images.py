@@ -10,8 +10,8 @@ answer spans move with the expansions and a token is trained exactly when it sta
 span: the ids are `processor.apply_chat_template`'s, the labels are the answers and their
 end-of-turn tokens, image tokens are never trained. A cut never goes through image tokens.
 
-Loading (every step): the sample's images go through the processor's image processor again, with
-the recipe's settings (`data.processor`), which gives the same tensors the processor gave.
+Loading (every step): the sample's images go through the processor's image processor again (built
+with the recipe's settings, `data.processor`), which gives the same tensors the processor gave.
 """
 
 from __future__ import annotations
@@ -35,12 +35,9 @@ Span = tuple[int, int]
 class ProcessorImages:
     """How a native VLM family's samples get their image tokens and tensors (see the module doc)."""
 
-    processor: object
-    knobs: dict = field(default_factory=dict)  # data.processor: the recipe's processor settings
+    processor: object  # with the recipe's image-processor settings built in (models.processors.with_knobs)
+    knobs: dict = field(default_factory=dict)  # settings the processor takes per call (the rest of data.processor)
     image_folder: str | None = None
-
-    def __post_init__(self):
-        self.image_kwargs = image_processor_kwargs(self.processor.image_processor, self.knobs)
 
     def __repr__(self) -> str:
         """What changes the encoded samples (the dataset cache key)."""
@@ -115,7 +112,7 @@ class ProcessorImages:
         return self.process([open_image(p, f"{source}:images[{k}]") for k, p in enumerate(paths)])
 
     def process(self, pictures: list) -> dict:
-        out = self.processor.image_processor(images=[pictures], return_tensors="pt", **self.image_kwargs)
+        out = self.processor.image_processor(images=[pictures], return_tensors="pt")
         return {k: v for k, v in out.items() if hasattr(v, "shape")}
 
     def prompt_inputs(self, text: str, pictures: list) -> dict:  # noqa: D401
@@ -123,13 +120,6 @@ class ProcessorImages:
         out = self.processor(text=[text], images=[pictures] if pictures else None, add_special_tokens=False,
                              return_tensors="pt", **self.knobs)
         return {k: v for k, v in out.items() if hasattr(v, "shape")}
-
-
-def image_processor_kwargs(image_processor, knobs: dict) -> dict:
-    """The recipe's processor settings that the image processor itself takes (some, like MiniCPM-V's
-    `use_image_id`, change only the text)."""
-    accepted = set(getattr(getattr(image_processor, "valid_kwargs", None), "__annotations__", {}))
-    return {k: v for k, v in knobs.items() if k in accepted or hasattr(image_processor, k)}
 
 
 def move_spans(spans: list[Span], replaced: list[dict], source: str) -> list[Span]:

@@ -250,11 +250,19 @@ class ProcessorTemplate(TokenizerTemplate):
 
 
 def content_parts(text: str) -> list[dict]:
-    """`text` as chat-template content parts: an image part per `<image>` placeholder, text between."""
+    """`text` as chat-template content parts: an image part per `<image>` placeholder, text between.
+
+    The newline that LLaVA-style data puts between a placeholder and its text ("<image>\nWhat is
+    this?") separates the two in a flat string; in parts the template writes its own separator
+    (InternVL's and LLaVA-OneVision's "\n" after an image), so one newline beside a placeholder goes."""
+    pieces = text.split(IMAGE_PLACEHOLDER)
     parts: list[dict] = []
-    for k, piece in enumerate(text.split(IMAGE_PLACEHOLDER)):
+    for k, piece in enumerate(pieces):
         if k:
             parts.append({"type": "image"})
+            piece = piece.removeprefix("\n")
+        if k < len(pieces) - 1:
+            piece = piece.removesuffix("\n")
         if piece:
             parts.append({"type": "text", "text": piece})
     return parts

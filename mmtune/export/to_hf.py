@@ -12,6 +12,7 @@ import logging
 import shutil
 from pathlib import Path
 
+from mmtune.builders.model import is_vision
 from mmtune.builders.tokenizer import tokenizer_and_template
 from mmtune.errors import MmtuneError
 from mmtune.export.layout import LAYOUTS, plain_tokenizer_config, save_model
@@ -48,15 +49,16 @@ def checkpoint_to_hf(recipe, checkpoint: str | Path, out: str | Path, *, layout:
     check_checkpoint(checkpoint)
     if layout not in LAYOUTS:
         raise MmtuneError(f"unknown layout {layout!r}", hint=f"one of {', '.join(LAYOUTS)}")
-    if layout != "llama" and is_adapter_dir(checkpoint) and recipe.model.vision is None:
+    vision = is_vision(recipe)
+    if layout != "llama" and is_adapter_dir(checkpoint) and not vision:
         raise MmtuneError(f"a LoRA adapter cannot be written in the {layout} layout (its q/k/v adapters have no "
                           "place in a fused wqkv)",
                           hint=f"export the adapter, then merge it: mmtune convert merge BASE ADAPTER OUT --layout {layout}")
     out.mkdir(parents=True, exist_ok=True)
-    if recipe.model.vision is not None:  # LLaVA: one merged model + processor (or the projector)
-        from mmtune.export.llava import export_llava
+    if vision:  # one merged model + processor (or a LLaVA's pretrained projector)
+        from mmtune.export.vlm import export_vlm
 
-        kind = export_llava(recipe, checkpoint, out, layout)
+        kind = export_vlm(recipe, checkpoint, out, layout)
     elif is_unconsolidated_zero_checkpoint(checkpoint):  # ZeRO-3 shards only: rebuild with DeepSpeed's zero_to_fp32
         kind = _export_zero_shards(recipe, checkpoint, out, layout)
     elif is_adapter_dir(checkpoint):
@@ -69,7 +71,7 @@ def checkpoint_to_hf(recipe, checkpoint: str | Path, out: str | Path, *, layout:
     else:
         _export_full_model(recipe, checkpoint, out, layout)
         kind = "full model"
-    if recipe.model.vision is None:
+    if not vision:
         export_tokenizer(recipe, checkpoint, out)
         if layout == "llama":
             plain_tokenizer_config(out)

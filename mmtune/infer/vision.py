@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from mmtune.data.processor_images import ProcessorImages
 from mmtune.data.vlm import SLICE_END, SLICE_START, ImageLoader, ImageSpec, LlavaImages
+from mmtune.models.processors import with_knobs
 
 
 def vision_inputs_for(model, processor, meta: dict | None):
@@ -13,7 +14,8 @@ def vision_inputs_for(model, processor, meta: dict | None):
     an assembled LLaVA's image mode and slicing, or a native family's processor settings."""
     meta = meta or {}
     if "vision" not in meta:  # a native family (or a checkpoint mmtune did not train): its own processor
-        return ProcessorImages(processor, dict(meta.get("processor") or {}))
+        processor, call_knobs = with_knobs(processor, dict(meta.get("processor") or {}))
+        return ProcessorImages(processor, call_knobs)
     from mmtune.config.schema import SliceConfig
     from mmtune.models.llava import image_tokens_per_image
 

@@ -57,12 +57,52 @@ def load_processor(source: str, *, trust_remote_code: bool = False, video_stub: 
     check_source(source)
     try:
         return AutoProcessor.from_pretrained(source, trust_remote_code=trust_remote_code)
-    except ImportError as e:
-        if "orchvision" not in str(e) and "VideoProcessor" not in str(e):
+    except (ImportError, ValueError) as e:  # "requires torchvision", or no video processor it can place
+        if "torchvision" not in str(e).lower() and "video" not in str(e).lower():
             return load_pretrained(AutoProcessor, source, "the processor", trust_remote_code=trust_remote_code)
     log.info("no torchvision: the processor of %s is built from its image processor and tokenizer (images only)",
              source)
     return _assemble(source, trust_remote_code, video_stub or {})
+
+
+def with_knobs(processor, knobs: dict):
+    """(processor, the knobs left for each call): `processor` rebuilt with the recipe's processor
+    settings (`data.processor`) that its image processor takes, so that the saved processor and an
+    export preprocess as training did (in plain transformers and serving engines too); a processor
+    reads some of them when it is built (MiniCPM-V: `downsample_mode`, `use_image_id`)."""
+    if not knobs:
+        return processor, {}
+    ip = processor.image_processor
+    accepted = set(getattr(getattr(ip, "valid_kwargs", None), "__annotations__", {})) | set(ip.to_dict())
+    baked = {k: v for k, v in knobs.items() if k in accepted}
+    if not baked:
+        return processor, dict(knobs)
+    image_processor = type(ip).from_dict(ip.to_dict(), **baked)
+    attributes = set(processor.get_attributes())
+    kwargs = {k: v for k, v in processor.to_dict().items()
+              if k not in attributes and k not in ("processor_class", "chat_template") and not isinstance(v, dict)}
+    subs = {name: getattr(processor, name) for name in attributes}
+    subs["image_processor"] = image_processor
+    rebuilt = type(processor)(**subs, chat_template=processor.chat_template, **kwargs)
+    return rebuilt, {k: v for k, v in knobs.items() if k not in baked}
+
+
+def save_processor(processor, out) -> None:
+    """Save a processor so that `AutoProcessor.from_pretrained(out)` loads it. One assembled without
+    torchvision is saved as hub checkpoints that ship no video processor config are: processor settings
+    in processor_config.json, the image processor in preprocessor_config.json (which transformers'
+    video processors fall back to)."""
+    if not isinstance(getattr(processor, "video_processor", None), NoVideo):
+        processor.save_pretrained(str(out))
+        return
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    processor.tokenizer.save_pretrained(str(out))
+    processor.image_processor.save_pretrained(str(out))  # preprocessor_config.json, as hub checkpoints have it
+    config = {k: v for k, v in processor.to_dict().items() if k not in ("video_processor", "image_processor")}
+    (out / "processor_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    if isinstance(processor.chat_template, str):
+        (out / "chat_template.jinja").write_text(processor.chat_template, encoding="utf-8")
 
 
 def _assemble(source: str, trust_remote_code: bool, video_stub: dict):

@@ -1,12 +1,14 @@
 """Which weights train, as data: one trainable-groups policy for text LMs and LLaVA models.
 
-Groups: `llm` (the whole LM), `llm.lora`, and for a LLaVA model `projector`, `vision` (the whole
-encoder), `vision.lora`. Everything not named is frozen. The defaults (`trainable_groups`):
+Groups: `llm` (the whole LM), `llm.lora`, and for a vision-language model `projector`, `vision`
+(the whole encoder), `vision.lora`. Everything not named is frozen. The defaults (`trainable_groups`):
     text model, full          : [llm]
     text model, lora / qlora  : [llm.lora]
     VLM pretrain              : [projector]
-    VLM finetune              : [projector, llm.lora]   (or [projector, llm] for a full finetune)
-    + vision                  : [projector, llm.lora, vision.lora]   (method.trainable names it)
+    VLM finetune              : the family's (mmtune.models.families): LLaVA [projector, llm.lora] /
+                                [projector, llm]; MiniCPM-V [llm.lora] / [vision, projector, llm];
+                                the others [llm.lora] / [llm]
+    + vision                  : e.g. [projector, llm.lora, vision.lora]   (method.trainable names it)
 
 LoRA goes through peft. On a text model it adapts `lora.target_modules` (peft's "all-linear" leaves
 the head alone). On a vision-language model the targets are a regex scoped to the language model's
@@ -25,7 +27,7 @@ import re
 from torch import nn
 
 from mmtune.errors import ConfigError
-from mmtune.models.families import Parts, base_model, family_for_type
+from mmtune.models.families import FAMILIES, Parts, base_model, family_for_type
 
 log = logging.getLogger(__name__)
 
@@ -33,20 +35,24 @@ GROUPS = ("projector", "llm", "llm.lora", "vision", "vision.lora")
 TEXT_GROUPS = ("llm", "llm.lora")
 
 
-def trainable_groups(method_cfg, vision: bool) -> list[str]:
+def trainable_groups(method_cfg, vision: bool, family=None) -> list[str]:
     """The groups a recipe's `method` section trains: `method.trainable` when it names them, else the
-    default of its type and (for a VLM) stage. The one home of those defaults (training, export
-    metadata and estimate-memory read them here)."""
+    default of its type, stage and (for a VLM) family. The one home of those defaults (training,
+    export metadata and estimate-memory read them here)."""
     if method_cfg.trainable is not None:
         return list(method_cfg.trainable)
-    return default_groups(method_cfg.type, method_cfg.stage, vision)
+    return default_groups(method_cfg.type, method_cfg.stage, vision, family)
 
 
-def default_groups(method: str, stage: str = "finetune", vision: bool = False) -> list[str]:
-    llm = ["llm"] if method == "full" else ["llm.lora"]
+def default_groups(method: str, stage: str = "finetune", vision: bool = False, family=None) -> list[str]:
+    """Text: [llm] or [llm.lora]. VLM pretrain: [projector]. VLM finetune: the family's default for the
+    method (mmtune.models.families; an assembled LLaVA's when no family is given)."""
     if not vision:
-        return llm
-    return ["projector"] if stage == "pretrain" else ["projector", *llm]
+        return ["llm"] if method == "full" else ["llm.lora"]
+    if stage == "pretrain":
+        return ["projector"]
+    defaults = (family or FAMILIES["llava"]).trainable
+    return list(defaults["full" if method == "full" else "lora"])
 
 
 def check_trainable(trainable: list[str], vision: bool = True) -> set[str]:
@@ -183,21 +189,30 @@ def lora_target_regex(model, parts: Parts, lora_parts: list[str], target_modules
 
 def _apply_vision(model, wanted: set[str], lora_cfg, parts: Parts):
     lora_parts = [p for p in ("llm", "vision") if f"{p}.lora" in wanted]
-    paths = {"vision": parts.vision, "projector": parts.projector, "llm": parts.llm}
+    paths = {"vision": (parts.vision,), "projector": parts.projectors, "llm": (parts.llm,)}
     if not lora_parts:
         model.requires_grad_(False)
         for group in ("vision", "llm", "projector"):  # the projector last: it may sit inside the vision tower
-            model.get_submodule(paths[group]).requires_grad_(group in wanted)
+            for path in paths[group]:
+                model.get_submodule(path).requires_grad_(group in wanted)
         if "llm" in wanted:
             model.get_output_embeddings().requires_grad_(True)  # lm_head (tied to the embeddings or not)
         return model
-    full = [g for g in ("vision", "projector") if g in wanted]  # "llm" + LoRA was refused above
-    if {"vision", "projector"} <= set(full) and parts.projector.startswith(parts.vision + "."):
-        full.remove("projector")  # saved with the vision tower it sits in
-    saved = [paths[g].rsplit(".", 1)[-1] for g in full]
+    # "llm" + LoRA was refused above; a projector inside a fully trained vision tower is saved with it
+    saved = [parts.vision] if "vision" in wanted else []
+    if "projector" in wanted:
+        saved += [p for p in parts.projectors if not ("vision" in wanted and p.startswith(parts.vision + "."))]
+    # peft matches modules_to_save by name suffix: full paths, so that `merger` does not also catch a
+    # `vit_merger` inside the vision tower; a list of modules (Qwen3-VL's deepstack mergers) by element
+    saved = [f"{path}.{i}" if isinstance(model.get_submodule(path), nn.ModuleList) else path
+             for path in saved for i in range(_list_length(model.get_submodule(path)))]
     extra_saved = [m for m in getattr(lora_cfg, "modules_to_save", None) or [] if m not in saved]
     return _peft(model, lora_cfg, lora_target_regex(model, parts, lora_parts, lora_cfg.target_modules),
                  saved + extra_saved or None)
+
+
+def _list_length(module: nn.Module) -> int:
+    return len(module) if isinstance(module, nn.ModuleList) else 1
 
 
 def trainable_summary(model, parts: Parts | None = None) -> dict[str, tuple[int, int]]:
@@ -210,10 +225,7 @@ def trainable_summary(model, parts: Parts | None = None) -> dict[str, tuple[int,
     out = {g: [0, 0] for g in ("vision", "projector", "llm", "all")}
     for name, p in model.named_parameters():
         n = p.numel()
-        dotted = f".{name}"
-        group = ("projector" if f".{parts.projector}." in dotted else "vision" if f".{parts.vision}." in dotted
-                 else "llm")
-        for g in (group, "all"):
+        for g in (parts.group_of(name), "all"):
             out[g][1] += n
             out[g][0] += n if p.requires_grad else 0
     return {g: (t, n) for g, (t, n) in out.items()}

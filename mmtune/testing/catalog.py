@@ -8,10 +8,13 @@ from pathlib import Path
 from mmtune.testing.tiny import tiny_lm_dir, tiny_tokenizer_dir
 from mmtune.testing.tiny_internlm2 import tiny_internlm2_dir
 from mmtune.testing.tiny_vision import tiny_vision_dir
+from mmtune.testing.tiny_vlm import BUILDERS as VLM_BUILDERS
+from mmtune.testing.tiny_vlm import tiny_vlm_dir
 
 LM_KINDS = ("qwen2", "llama", "internlm2")
 VISION_KINDS = ("clip", "siglip")
-KINDS = (*LM_KINDS, *VISION_KINDS)
+VLM_KINDS = tuple(VLM_BUILDERS)
+KINDS = (*LM_KINDS, *VISION_KINDS, *VLM_KINDS)
 
 
 def copy_tiny(kind: str, dest: Path) -> Path:
@@ -22,6 +25,8 @@ def copy_tiny(kind: str, dest: Path) -> Path:
         src = tiny_internlm2_dir()
     elif kind in VISION_KINDS:
         src = tiny_vision_dir(kind)
+    elif kind in VLM_KINDS:
+        src = tiny_vlm_dir(kind)
     else:
         src = tiny_lm_dir(kind)
     dest = Path(dest)

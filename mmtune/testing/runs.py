@@ -112,3 +112,31 @@ def llava_runs(n_images: int = 80, finetune_steps: int = 30):
                    "evaluation_images": [str(shapes / "images" / "heldout_00000.png")]}}
     ft_recipe = validate_recipe(ft)
     return root, pre_recipe, pre, ft_recipe, run_training(ft_recipe, root / "finetune")
+
+
+@functools.lru_cache(maxsize=None)
+def native_vlm_run(family: str, steps: int = 8, trainable: tuple[str, ...] | None = None, method: str = "lora",
+                   pack: bool | None = None):
+    """A short fine-tune of a tiny native VLM (mmtune.testing.tiny_vlm) on the shapes data, LLaVA and
+    MiniCPM-V formats mixed: (root, recipe, TrainResult). Packed unless the family cannot pack."""
+    from mmtune.data.synth.shapes import make_shapes_dataset
+    from mmtune.testing.tiny_vlm import tiny_vlm_dir
+    from mmtune.train.run import run_training
+
+    root = Path(tempfile.mkdtemp(prefix=f"mmtune-{family}-"))
+    shapes = root / "shapes"
+    make_shapes_dataset(shapes, n=40, seed=0)
+    recipe = validate_recipe({
+        "model": {"path": str(tiny_vlm_dir(family)), "dtype": "float32"},
+        "data": {"datasets": [{"path": str(shapes / "finetune.json"), "format": "llava"},
+                              {"path": str(shapes / "finetune_minicpm.json"), "format": "minicpm"}],
+                 "image_folder": str(shapes), "template": "auto", "max_length": 512,
+                 "pack_to_max_length": family != "gemma3" if pack is None else pack},
+        "method": {"type": method, "trainable": list(trainable) if trainable else None,
+                   "lora": {"r": 8, "alpha": 16, "dropout": 0.0}},
+        "train": {"max_steps": steps, "micro_batch_size": 2, "gradient_accumulation": 1, "lr": 2e-3,
+                  "precision": "fp32", "logging_steps": 4, "save_steps": steps, "device": "cpu"},
+        "eval": {"every_n_steps": steps, "max_new_tokens": 4, "evaluation_inputs": ["What colour is the shape?"],
+                 "evaluation_images": [str(shapes / "images" / "heldout_00000.png")]},
+    })
+    return root, recipe, run_training(recipe, root / "work")

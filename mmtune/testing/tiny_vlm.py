@@ -72,8 +72,7 @@ def _ids(tokenizer, **tokens) -> dict:
 
 
 def build_qwen_vl(out: Path, family: str, seed: int = 0) -> None:
-    import torch
-    from transformers import AutoModelForImageTextToText, Qwen2_5_VLConfig, Qwen3VLConfig
+    from transformers import Qwen2_5_VLConfig, Qwen3VLConfig
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
     template = chat_template(family)
@@ -100,10 +99,7 @@ def build_qwen_vl(out: Path, family: str, seed: int = 0) -> None:
                                spatial_merge_size=2, temporal_patch_size=2, num_position_embeddings=64,
                                deepstack_visual_indexes=[0], out_hidden_size=TEXT["hidden_size"]), **ids)
         processor_class = "Qwen3VLProcessor"
-    torch.manual_seed(seed)
-    model = AutoModelForImageTextToText.from_config(config)
-    _big_embeddings(model)
-    model.save_pretrained(out)
+    _save_model(out, config, seed)
     # 1 to 16 merged tokens per image: tiny images stay a few tokens, as the model is tiny
     image_processor = Qwen2VLImageProcessorPil(patch_size=patch, merge_size=2, temporal_patch_size=2,
                                                min_pixels=(2 * patch) ** 2, max_pixels=(2 * patch) ** 2 * 16)
@@ -118,8 +114,7 @@ MINICPM_NAMED = {"image_token": "<|image_pad|>", "video_token": "<|video_pad|>",
 
 
 def build_minicpmv(out: Path, seed: int = 0) -> None:
-    import torch
-    from transformers import AutoModelForImageTextToText, MiniCPMV4_6Config
+    from transformers import MiniCPMV4_6Config
     from transformers.models.minicpmv4_6.image_processing_pil_minicpmv4_6 import MiniCPMV4_6ImageProcessorPil
 
     template = chat_template("minicpmv4_6")
@@ -138,13 +133,125 @@ def build_minicpmv(out: Path, seed: int = 0) -> None:
     # insert_layer_id below the vision layer count: at its default (6) a 2-layer tower never runs its merger
     config = MiniCPMV4_6Config(text_config=text, vision_config=vision, insert_layer_id=0, downsample_mode="16x",
                                image_token_id=tok.image_token_id, video_token_id=tok.video_token_id)
-    torch.manual_seed(seed)
-    model = AutoModelForImageTextToText.from_config(config)
-    _big_embeddings(model)
-    model.save_pretrained(out)
+    _save_model(out, config, seed)
     image_processor = MiniCPMV4_6ImageProcessorPil(scale_resolution=56, max_slice_nums=4, patch_size=14,
                                                    downsample_mode="16x")
     save_processor_files(out, "MiniCPMV4_6Processor", image_processor, tok, template)
+
+
+# ---- InternVL (-hf) --------------------------------------------------------------------------------------
+
+INTERNVL_NAMED = {"start_image_token": "<img>", "end_image_token": "</img>", "context_image_token": "<IMG_CONTEXT>",
+                  "video_token": "<video>"}
+
+
+def build_internvl(out: Path, seed: int = 0) -> None:
+    from transformers import GotOcr2ImageProcessorPil, InternVLConfig
+
+    template = chat_template("internvl")
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", *INTERNVL_NAMED.values()]
+    tok = train_tokenizer(specials, eos="<|im_end|>", pad="<|endoftext|>", named=INTERNVL_NAMED, template=template)
+    text = dict(TEXT, model_type="qwen2", vocab_size=len(tok), eos_token_id=tok.eos_token_id,
+                pad_token_id=tok.pad_token_id, bos_token_id=None, tie_word_embeddings=False)
+    # 56-px tiles of 14-px patches, pixel-shuffled by 0.5: 4 tokens a tile
+    vision = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2, image_size=56,
+                  patch_size=14)
+    config = InternVLConfig(text_config=text, vision_config=vision, image_token_id=tok.context_image_token_id,
+                            image_seq_length=4, downsample_ratio=0.5)
+    _save_model(out, config, seed)
+    image_processor = GotOcr2ImageProcessorPil(size={"height": 56, "width": 56}, crop_to_patches=True, min_patches=1,
+                                               max_patches=4)
+    save_processor_files(out, "InternVLProcessor", image_processor, tok, template, image_seq_length=4)
+
+
+# ---- Gemma 3 ----------------------------------------------------------------------------------------------
+
+GEMMA_NAMED = {"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>", "image_token": "<image_soft_token>"}
+
+
+def build_gemma3(out: Path, seed: int = 0) -> None:
+    from transformers import Gemma3Config, Gemma3ImageProcessorPil
+
+    template = chat_template("gemma3")
+    specials = ["<pad>", "<eos>", "<bos>", "<start_of_turn>", "<end_of_turn>", *GEMMA_NAMED.values()]
+    tok = train_tokenizer(specials, eos="<eos>", pad="<pad>", bos="<bos>", named=GEMMA_NAMED, template=template)
+    text = dict(TEXT, vocab_size=len(tok), head_dim=32, sliding_window=512, eos_token_id=tok.eos_token_id,
+                pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id)
+    # SigLIP on 56 px (16 patches) pooled to 4 tokens an image
+    vision = dict(model_type="siglip_vision_model", hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                  num_attention_heads=2, image_size=56, patch_size=14)
+    config = Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=4,
+                          boi_token_index=tok.convert_tokens_to_ids("<start_of_image>"),
+                          eoi_token_index=tok.convert_tokens_to_ids("<end_of_image>"),
+                          image_token_index=tok.convert_tokens_to_ids("<image_soft_token>"), tie_word_embeddings=True)
+    _save_model(out, config, seed, eos=["<eos>", "<end_of_turn>"], tokenizer=tok)
+    image_processor = Gemma3ImageProcessorPil(size={"height": 56, "width": 56})
+    save_processor_files(out, "Gemma3Processor", image_processor, tok, template, image_seq_length=4)
+
+
+# ---- SmolVLM ----------------------------------------------------------------------------------------------
+
+SMOLVLM_NAMED = {"fake_image_token": "<fake_token_around_image>", "image_token": "<image>",
+                 "end_of_utterance_token": "<end_of_utterance>", "global_image_token": "<global-img>"}
+
+
+def build_smolvlm(out: Path, seed: int = 0) -> None:
+    from transformers import SmolVLMConfig, SmolVLMImageProcessorPil
+
+    template = chat_template("smolvlm")
+    tiles = [f"<row_{r}_col_{c}>" for r in range(1, 5) for c in range(1, 5)]
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", *SMOLVLM_NAMED.values(), *tiles]
+    tok = train_tokenizer(specials, eos="<end_of_utterance>", pad="<|im_end|>", bos="<|im_start|>",
+                          named=SMOLVLM_NAMED, template=template)
+    text = dict(TEXT, model_type="llama", vocab_size=len(tok), eos_token_id=tok.eos_token_id,
+                pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, tie_word_embeddings=False)
+    # 56-px tiles (16 patches), pixel-shuffled by 2: 4 tokens a tile; images up to 112 px: 2 x 2 tiles + global
+    vision = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2, image_size=56,
+                  patch_size=14)
+    config = SmolVLMConfig(text_config=text, vision_config=vision, scale_factor=2,
+                           image_token_id=tok.convert_tokens_to_ids("<image>"))
+    _save_model(out, config, seed)
+    image_processor = SmolVLMImageProcessorPil(size={"longest_edge": 112}, max_image_size={"longest_edge": 56},
+                                               do_image_splitting=True)
+    save_processor_files(out, "SmolVLMProcessor", image_processor, tok, template, image_seq_len=4)
+
+
+# ---- LLaVA-OneVision --------------------------------------------------------------------------------------
+
+
+def build_llava_onevision(out: Path, seed: int = 0) -> None:
+    from transformers import LlavaOnevisionConfig, LlavaOnevisionImageProcessorPil
+
+    template = chat_template("llava_onevision")
+    tok = train_tokenizer([*QWEN_SPECIALS[:3], "<image>", "<video>"], eos="<|im_end|>", pad="<|endoftext|>",
+                          named={"image_token": "<image>", "video_token": "<video>"}, template=template)
+    text = dict(TEXT, model_type="qwen2", vocab_size=len(tok), eos_token_id=tok.eos_token_id,
+                pad_token_id=tok.pad_token_id, bos_token_id=None, tie_word_embeddings=False)
+    # SigLIP on 28-px crops (4 tokens each); any-resolution grids of up to 2 x 2 crops + the base image
+    vision = dict(model_type="siglip_vision_model", hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                  num_attention_heads=2, image_size=28, patch_size=14)
+    pinpoints = [[28, 28], [28, 56], [56, 28], [56, 56]]
+    config = LlavaOnevisionConfig(text_config=text, vision_config=vision, image_token_index=tok.image_token_id,
+                                  video_token_index=tok.video_token_id, image_grid_pinpoints=pinpoints,
+                                  vision_feature_select_strategy="full", vision_feature_layer=-1)
+    _save_model(out, config, seed)
+    image_processor = LlavaOnevisionImageProcessorPil(size={"height": 28, "width": 28}, image_grid_pinpoints=pinpoints)
+    save_processor_files(out, "LlavaOnevisionProcessor", image_processor, tok, template, num_image_tokens=4,
+                         vision_feature_select_strategy="full", vision_aspect_ratio="anyres_max_9")
+
+
+def _save_model(out: Path, config, seed: int, eos: list[str] | None = None, tokenizer=None) -> None:
+    """The model of `config` with random weights; `eos`: the generation config's stop tokens (Gemma 3
+    ends a turn with `<end_of_turn>`, not its eos)."""
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    torch.manual_seed(seed)
+    model = AutoModelForImageTextToText.from_config(config)
+    _big_embeddings(model)
+    if eos:
+        model.generation_config.eos_token_id = [tokenizer.convert_tokens_to_ids(t) for t in eos]
+    model.save_pretrained(out)
 
 
 def _big_embeddings(model) -> None:
@@ -160,6 +267,10 @@ BUILDERS = {
     "qwen2_5_vl": lambda out: build_qwen_vl(out, "qwen2_5_vl"),
     "qwen3_vl": lambda out: build_qwen_vl(out, "qwen3_vl"),
     "minicpmv4_6": build_minicpmv,
+    "internvl": build_internvl,
+    "gemma3": build_gemma3,
+    "smolvlm": build_smolvlm,
+    "llava_onevision": build_llava_onevision,
 }
 
 

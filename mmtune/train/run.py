@@ -111,6 +111,7 @@ def save_final(trainer, recipe, work_dir: Path, tokenizer, vision=None) -> Path:
     """final/: the trained weights (adapter or full model) with the tokenizer (+ processor), or,
     after a VLM pretrain, the projector alone (projector.safetensors + projector.json, like XTuner's
     iter_xxx.pth) that a finetune recipe names as model.pretrained_projector."""
+    from mmtune.models.processors import save_processor
     from mmtune.models.projector import save_projector
 
     final_dir = work_dir / "final"
@@ -120,7 +121,7 @@ def save_final(trainer, recipe, work_dir: Path, tokenizer, vision=None) -> Path:
     else:
         trainer.save_model(str(final_dir))
         if vision is not None:
-            vision.processor.save_pretrained(str(final_dir))
+            save_processor(vision.processor, final_dir)
     tokenizer.save_pretrained(str(final_dir))
     write_meta(final_dir, run_meta(recipe))
     log.info("final model saved to %s; loss curve %s", final_dir, work_dir / "loss.png")

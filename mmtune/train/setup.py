@@ -7,8 +7,9 @@ import logging
 from mmtune.builders.meta import run_meta
 from mmtune.builders.model import sample_images
 from mmtune.data.collate import FlatCollator, ImageBatch, PaddingCollator
+from mmtune.models.families import base_model, image_token_id_of
 from mmtune.models.packed_attention import flat_collator_options, use_packed_attention
-from mmtune.errors import MmtuneError
+from mmtune.errors import ConfigError, MmtuneError
 from mmtune.models.remote_code import packing_problem
 from mmtune.models.trainable import count_parameters, trainable_summary
 from mmtune.train import callbacks as cb
@@ -46,6 +47,7 @@ def make_trainer(recipe, run, model, tokenizer, template, rows, eval_set=None, v
         args=run.args,
         train_dataset=rows,
         shuffle=recipe.data.shuffle,
+        part_lrs=part_lrs(recipe, vision),
         data_collator=collator,
         processing_class=tokenizer,
         callbacks=[
@@ -71,12 +73,27 @@ def make_trainer(recipe, run, model, tokenizer, template, rows, eval_set=None, v
     return trainer
 
 
+def part_lrs(recipe, vision) -> list[tuple[str, float]]:
+    """[(module path, lr)] for the recipe's `train.projector_lr` / `train.vision_lr` (the projector
+    first: it may sit inside the vision tower, as Qwen-VL's merger does)."""
+    t = recipe.train
+    if vision is None:
+        if t.vision_lr or t.projector_lr:
+            raise ConfigError("train.vision_lr / train.projector_lr are for vision-language models",
+                              hint="remove them, or use train.lr")
+        return []
+    parts = vision.family.parts
+    pairs = [(path, t.projector_lr) for path in parts.projectors] + [(parts.vision, t.vision_lr)]
+    return [(path, lr) for path, lr in pairs if lr]
+
+
 def image_batch(vision) -> ImageBatch | None:
     """How a batch's images go into the forward: the family's way of combining them, its image-token mask."""
     if vision is None:
         return None
     family = vision.family
-    token_types = (family.token_types, vision.images.image_token_id) if family.token_types else None
+    image_token_id = image_token_id_of(base_model(vision.model).config)
+    token_types = (family.token_types, image_token_id) if family.token_types else None
     return ImageBatch(family.combine, token_types)
 
 

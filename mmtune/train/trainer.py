@@ -9,6 +9,10 @@
   tokens at a time, in `compute_loss`, the Trainer's own overridable; evaluation steps and models
   without one take the Trainer's path. The loss is scaled across devices as the Trainer scales a
   loss a model normalised by `num_items_in_batch`.
+- Learning rates by part (`train.vision_lr`, `train.projector_lr`, as ms-swift's `vit_lr` /
+  `aligner_lr`): the Trainer's parameter groups (with and without weight decay) are split by the
+  module path each parameter sits under, each part with its own rate; the scheduler scales every
+  group's rate alike.
 - Peak memory in every training log entry (as XTuner's logs show it): `peak_gpu_mem_gib`, the
   most CUDA memory this process's tensors took so far (`torch.cuda.max_memory_allocated`), or on
   CPU `peak_rss_gib`, the process's peak resident memory. It reaches train.log, TensorBoard and
@@ -32,6 +36,22 @@ def peak_memory() -> dict[str, float]:
     return {"peak_rss_gib": round(maxrss / (2**30 if sys.platform == "darwin" else 2**20), 3)}
 
 
+def split_param_groups(optimizer, model, part_lrs: list[tuple[str, float]]) -> None:
+    """Split `optimizer`'s parameter groups (before its first step) so that the parameters under each
+    module path of `part_lrs` get that learning rate."""
+    names = {id(p): f".{n}." for n, p in model.named_parameters()}
+    groups = []
+    for group in optimizer.param_groups:
+        buckets: dict[float, list] = {}
+        for p in group["params"]:
+            lr = next((lr for path, lr in part_lrs if f".{path}." in names.get(id(p), "")), group["lr"])
+            buckets.setdefault(lr, []).append(p)
+        groups += [{**group, "params": params, "lr": lr} for lr, params in buckets.items()]
+    optimizer.param_groups.clear()
+    for group in groups:
+        optimizer.add_param_group(group)
+
+
 class EpochShuffleSampler(torch.utils.data.Sampler):
     def __init__(self, length: int, seed: int = 0):
         self.length = length
@@ -50,10 +70,18 @@ class EpochShuffleSampler(torch.utils.data.Sampler):
 
 
 class MmtuneTrainer(Trainer):
-    def __init__(self, *args, shuffle: bool = True, chunked_loss=None, **kwargs):
+    def __init__(self, *args, shuffle: bool = True, chunked_loss=None, part_lrs=(), **kwargs):
         self.shuffle = shuffle
         self.chunked_loss = chunked_loss  # a ChunkedLoss, or None for the model's own loss
+        self.part_lrs = list(part_lrs)  # [(module path, lr)], the first that holds a parameter wins
         super().__init__(*args, **kwargs)
+
+    def create_optimizer(self, model=None):
+        optimizer = super().create_optimizer(model)
+        if self.part_lrs and not getattr(self, "_split_by_part", False):
+            self._split_by_part = True
+            split_param_groups(optimizer, self.model if model is None else model, self.part_lrs)
+        return optimizer
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if self.chunked_loss is None or "labels" not in inputs or not (model.training and torch.is_grad_enabled()):

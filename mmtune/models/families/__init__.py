@@ -10,4 +10,5 @@ from mmtune.models.families.registry import (  # noqa: F401
     family_for_type,
     family_names,
     family_of,
+    image_token_id_of,
 )

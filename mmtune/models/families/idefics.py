@@ -30,4 +30,5 @@ register_family(Family(
     parts=Parts(vision="model.vision_model", projector="model.connector", llm="model.text_model"),
     knobs=("do_image_splitting", "max_image_size"),
     combine=combine,
+    video_stub={"num_frames": None, "fps": None},  # read by apply_chat_template, used for videos only
 ))

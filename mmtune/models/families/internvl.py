@@ -10,6 +10,7 @@ register_family(Family(
     name="internvl",
     model_types=("internvl",),
     description="InternVL2.5 / 3 (-hf): InternViT + MLP projector; tiled images",
-    parts=Parts(vision="model.vision_tower", projector="model.multi_modal_projector", llm="model.language_model"),
+    parts=Parts(vision="model.vision_tower", projector="model.multi_modal_projector", llm="model.language_model",
+                vision_blocks="layer"),
     knobs=("crop_to_patches", "min_patches", "max_patches"),
 ))

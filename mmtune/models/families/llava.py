@@ -11,4 +11,5 @@ register_family(Family(
     model_types=("llava", "llava_resampler"),
     description="LLaVA-1.5 style: CLIP / SigLIP + projector + LLM (assembled by mmtune, or llava-hf checkpoints)",
     parts=Parts(vision="model.vision_tower", projector="model.multi_modal_projector", llm="model.language_model"),
+    trainable={"lora": ("projector", "llm.lora"), "full": ("projector", "llm")},  # XTuner's LLaVA finetune
 ))

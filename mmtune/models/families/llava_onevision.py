@@ -9,11 +9,14 @@ from mmtune.models.families.registry import Family, Parts, register_family
 
 
 def combine(images: list[dict]) -> dict:
-    """(images, crops, 3, H, W) with crops zero-padded to the most any image has, and image_sizes."""
+    """(images, crops, 3, H, W) with crops zero-padded to the most any image has, image_sizes, and
+    each sample's image count: a sample with several images has one crop per image (no any-res
+    grid), which the model reads off `batch_num_images`."""
     pixels = [im["pixel_values"] for im in images]
     most = max(p.shape[1] for p in pixels)
     padded = [torch.nn.functional.pad(p, (0, 0, 0, 0, 0, 0, 0, most - p.shape[1])) for p in pixels]
-    return {"pixel_values": torch.cat(padded), "image_sizes": torch.cat([im["image_sizes"] for im in images])}
+    return {"pixel_values": torch.cat(padded), "image_sizes": torch.cat([im["image_sizes"] for im in images]),
+            "batch_num_images": torch.cat([im["batch_num_images"] for im in images])}
 
 
 register_family(Family(

@@ -40,4 +40,6 @@ register_family(Family(
     packing_problem=linear_attention_problem,
     config_knobs=("downsample_mode",),
     video_stub={"slice_mode": True, "downsample_mode": "16x"},
+    # MiniCPM-V's finetune_lora.sh / finetune_ds.sh: LoRA on the LLM; a full finetune tunes the vision tower too
+    trainable={"lora": ("llm.lora",), "full": ("vision", "projector", "llm")},
 ))

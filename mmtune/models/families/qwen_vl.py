@@ -25,6 +25,9 @@ def mrope_positions(model, input_ids: torch.Tensor, images: dict) -> torch.Tenso
 
 QWEN_PARTS = Parts(vision="model.visual", projector="model.visual.merger", llm="model.language_model",
                    vision_blocks="blocks")
+# Qwen3-VL also feeds features of inner vision layers to the LLM through their own mergers (deepstack)
+QWEN3_PARTS = Parts(vision="model.visual", projector=("model.visual.merger", "model.visual.deepstack_merger_list"),
+                    llm="model.language_model", vision_blocks="blocks")
 
 register_family(Family(
     name="qwen2_5_vl",
@@ -40,7 +43,7 @@ register_family(Family(
     name="qwen3_vl",
     model_types=("qwen3_vl",),
     description="Qwen3-VL: ViT + patch merger (deepstack), interleaved mrope",
-    parts=QWEN_PARTS,
+    parts=QWEN3_PARTS,
     knobs=("min_pixels", "max_pixels"),
     token_types="mm_token_type_ids",
     positions=mrope_positions,

@@ -26,9 +26,21 @@ class Parts:
     """Module paths from the top of the model (`model.language_model`, ...), for freezing and LoRA."""
 
     vision: str
-    projector: str  # may sit inside the vision tower (Qwen-VL's merger): freezing handles the nesting
+    projector: str | tuple[str, ...]  # may sit inside the vision tower (Qwen-VL's merger): freezing handles the nesting
     llm: str
     vision_blocks: str = "layers"  # the vision tower's list of transformer blocks (`blocks` in Qwen-VL)
+
+    @property
+    def projectors(self) -> tuple[str, ...]:
+        return (self.projector,) if isinstance(self.projector, str) else tuple(self.projector)
+
+    def group_of(self, name: str) -> str:
+        """`projector`, `vision` or `llm`: the part a parameter or module name (of the model, or of a
+        peft wrapper around it) belongs to."""
+        dotted = f".{name}."
+        if any(f".{path}." in dotted for path in self.projectors):
+            return "projector"
+        return "vision" if f".{self.vision}." in dotted else "llm"
 
 
 @dataclass(frozen=True)
@@ -44,6 +56,9 @@ class Family:
     packing_problem: Callable | None = None  # model -> why packing cannot be exact (None: it can)
     config_knobs: tuple[str, ...] = ()  # processor settings the model's config must hold too (used in forward)
     video_stub: dict = field(default_factory=dict)  # attributes a processor reads off its video processor
+    # finetune defaults by method (LLaMA-Factory's and ms-swift's: vision tower and projector frozen);
+    # a pretrain stage trains the projector alone
+    trainable: dict = field(default_factory=lambda: {"lora": ("llm.lora",), "full": ("llm",)})
 
 
 FAMILIES: Registry = Registry("vision-language family")
@@ -70,6 +85,14 @@ def family_of(config) -> Family:
 def base_model(model):
     """The transformers model inside a peft wrapper (or the model itself)."""
     return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def image_token_id_of(config) -> int:
+    """The id of the tokens the image features replace (`image_token_id`, or `image_token_index` in
+    older configs); Gemma 3's processor calls its placeholder `<start_of_image>` the image token, the
+    model's image tokens are the soft tokens after it."""
+    value = getattr(config, "image_token_id", None)
+    return value if value is not None else config.image_token_index
 
 
 def check_knobs(family: Family, knobs: dict) -> None:
