@@ -48,12 +48,28 @@ def eval_set(recipe) -> EvalSet | None:
     return read_eval_set(cfg.datasets, cfg.max_samples, recipe.train.seed)
 
 
-def sample_length_fn(config: str, overrides=()):
-    """(conversation -> token count, max_length) with the tokenizer, template and length policy of
-    a recipe, for `mmtune data check --config CONFIG [--set ...]`."""
+def sample_length_fn(config: str, overrides=(), image_folder: str | None = None):
+    """(conversation -> token count (a VLM's: (tokens, image tokens)), max_length) with the tokenizer, template, length policy and (for a
+    vision-language recipe) image tokens of a recipe, for `mmtune data check --config CONFIG [--set ...]`.
+    A VLM sample's images are opened (their sizes set the image tokens) under `image_folder`, or the
+    recipe's data.image_folder."""
+    from mmtune.builders.model import is_vision, vision_data
     from mmtune.builders.tokenizer import tokenizer_and_template
     from mmtune.config.load import load_config
+    from mmtune.errors import DataError
 
     recipe = load_config(config, overrides)
-    tokenizer, _ = tokenizer_and_template(recipe)
-    return encoder(recipe, tokenizer).length, recipe.data.max_length
+    if not is_vision(recipe):
+        tokenizer, _ = tokenizer_and_template(recipe)
+        return encoder(recipe, tokenizer).length, recipe.data.max_length
+    images, tokenizer, template = vision_data(recipe, image_folder)
+    enc = encoder(recipe, tokenizer, template)
+
+    def length(conv) -> tuple[int, int]:
+        [result] = images.encode_samples(enc, [conv], [list(conv.images)], [conv.source])
+        if isinstance(result, DataError):
+            raise result
+        ids = result[0].input_ids
+        return len(ids), ids.count(images.image_token_id)
+
+    return length, recipe.data.max_length

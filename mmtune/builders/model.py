@@ -20,8 +20,11 @@ from mmtune.data.vlm import SLICE_END, SLICE_START, ImageLoader, LlavaImages, im
 from mmtune.errors import ConfigError
 from mmtune.models.families import Family, check_knobs, family_for_type, family_names, family_of
 from mmtune.models.internlm2 import config_dict
-from mmtune.models.llava import build_llava, image_tokens_per_image
-from mmtune.models.load import DTYPES, load_causal_lm, load_pretrained
+from mmtune.models.llava import (
+    IMAGE_TOKEN, build_llava, image_tokens_per_image, select_strategy, tokens_per_image, vision_encoder_config,
+)
+from mmtune.models.load import DTYPES, load_causal_lm, load_pretrained, load_tokenizer
+from mmtune.models.projectors import get_projector
 from mmtune.models.processors import load_processor, with_knobs
 from mmtune.models.projector import load_projector
 from mmtune.models.remote_code import check_first_forward
@@ -173,6 +176,34 @@ def native_vlm(recipe, dtype: str):
         if knob in knobs:
             setattr(model.config, knob, knobs[knob])
     return model, processor, family
+
+
+def vision_data(recipe, image_folder: str | None = None):
+    """(images, tokenizer, template) of a vision-language recipe without loading its weights: how its
+    data becomes tokens, as training encodes it (for `mmtune data check --config`). `image_folder`
+    replaces the recipe's."""
+    from mmtune.data.templates import ProcessorTemplate, get_template
+
+    m, d = recipe.model, recipe.data
+    folder = str(image_folder) if image_folder is not None else d.image_folder
+    if m.vision is None:
+        family = native_family(m)
+        knobs = dict(d.processor)
+        check_knobs(family, knobs)
+        processor = load_processor(m.path, trust_remote_code=m.trust_remote_code, video_stub=family.video_stub)
+        processor, call_knobs = with_knobs(processor, knobs)
+        template = ProcessorTemplate(processor.tokenizer, processor=processor)
+        return ProcessorImages(processor, call_knobs, folder), processor.tokenizer, template
+    tokenizer = load_tokenizer(m)
+    added = [IMAGE_TOKEN] + ([SLICE_START, SLICE_END] if d.slice is not None else [])
+    tokenizer.add_tokens([t for t in added if t not in tokenizer.get_added_vocab()], special_tokens=True)
+    vision_config = vision_encoder_config(m.vision.path, m.trust_remote_code)
+    projector = get_projector(m.projector.type)
+    n = tokens_per_image(vision_config, select_strategy(vision_config, m.vision.feature_select),
+                         m.projector.query_nums if projector.fixed_tokens else None)
+    spec = image_spec_for(tokenizer, tokenizer.convert_tokens_to_ids(IMAGE_TOKEN), n,
+                          d.model_copy(update={"image_folder": folder}))
+    return LlavaImages(spec, None, tokenizer), tokenizer, get_template(d.template, tokenizer)
 
 
 def sample_images(recipe) -> list:

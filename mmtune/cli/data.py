@@ -137,7 +137,7 @@ def run_check(args: argparse.Namespace) -> int:
     if args.config:
         from mmtune.builders.data import sample_length_fn  # needs a tokenizer: import only when asked
 
-        length_fn, max_length = sample_length_fn(args.config, args.set)
+        length_fn, max_length = sample_length_fn(args.config, args.set, args.image_folder)
     all_good = True
     for path in args.files:
         report = check_file(path, args.format, length_fn=length_fn, max_length=max_length,

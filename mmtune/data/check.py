@@ -38,6 +38,8 @@ class CheckReport:
     errors: list[tuple[str, str]] = field(default_factory=list)
     n_images: int = 0  # images referenced by readable records
     images_checked: bool = False  # whether they were opened (an image folder was given)
+    lengths: list[int] = field(default_factory=list)  # tokens of each measured sample (with length_fn)
+    image_tokens: list[int] = field(default_factory=list)  # image tokens of each measured sample (VLM recipes)
 
     @property
     def n_bad(self) -> int:
@@ -55,7 +57,8 @@ def check_file(path: str | Path, format: str = "auto", *,
     """Read every record of `path`; report the bad ones instead of stopping at the first.
 
     With `image_folder`, each record's images must stay inside it and decode. With `length_fn`
-    (conversation -> token count, image tokens included) and `max_length`, longer samples are bad too,
+    (conversation -> token count, image tokens included; or (token count, image tokens)) and
+    `max_length`, longer samples are bad too,
     since training would truncate them (and may cut off the whole answer). `length_fn` sees only
     records whose images are good, and, when `image_folder` is given, with `images` resolved to
     paths it can open.
@@ -94,6 +97,10 @@ def check_file(path: str | Path, format: str = "auto", *,
                 continue  # its images cannot be measured, or it is bad already
             try:
                 n = length_fn(conv)
+                if isinstance(n, tuple):  # (tokens, of which image tokens)
+                    n, n_image = n
+                    report.image_tokens.append(n_image)
+                report.lengths.append(n)
             except DataError as e:  # e.g. the encoder finds a problem the reader could not
                 report.errors.append((e.where or conv.source, _reason(e)))
                 bad_sources.add(conv.source)
@@ -120,7 +127,7 @@ def _check_images(conv: Conversation, image_folder: str | Path, report: CheckRep
             report.errors.append(_as_pair(e))
             bad_sources.add(conv.source)
             continue
-        resolved.append(str(full))
+        resolved.append(str(Path(full).resolve()))  # absolute: a length_fn resolves it again under the folder
     return dataclasses.replace(conv, images=resolved) if conv.images else conv
 
 
@@ -188,6 +195,10 @@ def _as_pair(e: DataError) -> tuple[str, str]:
     return (e.where or "", _reason(e))
 
 
+def _median(values: list[int]) -> int:
+    return sorted(values)[len(values) // 2]
+
+
 def format_report(report: CheckReport, max_errors: int | None = None) -> str:
     """A summary line, then one line per problem (at most `max_errors` of them)."""
     if report.format == "?":
@@ -196,6 +207,11 @@ def format_report(report: CheckReport, max_errors: int | None = None) -> str:
         head = (f"{report.file} ({report.format}): {report.n_total} records, "
                 f"{report.n_good} good, {report.n_bad} bad")
     lines = [head]
+    if report.lengths:
+        lines.append(f"  tokens per sample: median {_median(report.lengths)}, longest {max(report.lengths)}")
+    if report.image_tokens:
+        lines.append(f"  image tokens per sample: median {_median(report.image_tokens)}, most "
+                     f"{max(report.image_tokens)}")
     shown = report.errors if max_errors is None else report.errors[:max_errors]
     lines += [f"  {where}: {reason}" if where else f"  {reason}" for where, reason in shown]
     if len(shown) < len(report.errors):

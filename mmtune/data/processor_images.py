@@ -47,11 +47,14 @@ class ProcessorImages:
 
     @property
     def image_token(self) -> str:
+        """The placeholder the processor expands (Gemma 3: `<start_of_image>`)."""
         return self.processor.image_token
 
     @property
     def image_token_id(self) -> int:
-        return self.processor.tokenizer.convert_tokens_to_ids(self.image_token)
+        """The id of the tokens image features take the place of (Gemma 3: its soft tokens)."""
+        tokenizer = self.processor.tokenizer
+        return tokenizer.convert_tokens_to_ids(getattr(tokenizer, "image_token", None) or self.image_token)
 
     def encode_samples(self, encoder, convs, images: list[list[str]], sources: list[str]) -> list:
         """For each conversation: (sample, tokens to keep whole, image paths, no grids), or its DataError."""

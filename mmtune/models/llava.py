@@ -69,20 +69,34 @@ def vision_feature_select(config) -> str:
 
 def image_tokens_per_image(config) -> int:
     """How many `<image>` tokens one image becomes in input_ids (= image features per image)."""
-    if projector_for_config(config).fixed_tokens:  # resampler: a fixed number of learned queries
-        return int(config.query_nums)
-    v = config.vision_config
-    n = (v.image_size // v.patch_size) ** 2 + extra_tokens(v)
-    return n - 1 if config.vision_feature_select_strategy == "default" else n
+    queries = int(config.query_nums) if projector_for_config(config).fixed_tokens else None
+    return tokens_per_image(config.vision_config, config.vision_feature_select_strategy, queries)
 
 
-def load_vision_encoder(vision_path: str, *, dtype=torch.float32, trust_remote_code: bool = False):
-    """(vision model, image processor). A full CLIPModel/SiglipModel dir gives its vision half."""
-    from transformers import MODEL_MAPPING, AutoConfig, AutoImageProcessor
+def tokens_per_image(vision_config, strategy: str, fixed_queries: int | None = None) -> int:
+    """Image features per image: a resampler's fixed number of learned queries, or the encoder's
+    patches (+ its CLS token under the `full` strategy)."""
+    if fixed_queries is not None:
+        return fixed_queries
+    n = (vision_config.image_size // vision_config.patch_size) ** 2 + extra_tokens(vision_config)
+    return n - 1 if strategy == "default" else n
+
+
+def vision_encoder_config(vision_path: str, trust_remote_code: bool = False):
+    """The vision config of an encoder directory (a full CLIPModel/SiglipModel dir gives its vision half)."""
+    from transformers import AutoConfig
 
     cfg = load_pretrained(AutoConfig, vision_path, "the vision encoder", trust_remote_code=trust_remote_code)
     vcfg = getattr(cfg, "vision_config", None) or cfg  # openai/clip-* hub dirs hold vision + text
     extra_tokens(vcfg)
+    return vcfg
+
+
+def load_vision_encoder(vision_path: str, *, dtype=torch.float32, trust_remote_code: bool = False):
+    """(vision model, image processor). A full CLIPModel/SiglipModel dir gives its vision half."""
+    from transformers import MODEL_MAPPING, AutoImageProcessor
+
+    vcfg = vision_encoder_config(vision_path, trust_remote_code)
     model = load_pretrained(MODEL_MAPPING[type(vcfg)], vision_path, "the vision encoder", config=vcfg, dtype=dtype)
     image_processor = load_pretrained(AutoImageProcessor, vision_path, "the image processor")
     size = getattr(image_processor, "crop_size", None) if getattr(image_processor, "do_center_crop", False) else None

@@ -61,6 +61,44 @@ def test_check_with_config_measures_samples_with_the_recipe_and_its_overrides(tm
     assert "longer than max_length 16" in out and f"{data}:record 0" in out
 
 
+@pytest.mark.parametrize("kind", ["qwen2_5_vl", "minicpmv4_6", "llava"])
+def test_check_with_a_vlm_config_counts_the_image_tokens_as_training_would(kind, tmp_path, capsys):
+    """Image tokens per record come from the recipe's processor (settings included) or LLaVA's layout;
+    a record whose images push it past max_length is flagged; counts equal what training encodes."""
+    from mmtune.builders.data import sample_length_fn
+    from mmtune.data.formats import read_file
+    from mmtune.data.synth.shapes import make_shapes_dataset
+    from mmtune.testing.tiny import tiny_lm_dir
+    from mmtune.testing.tiny_vision import tiny_vision_dir
+    from mmtune.testing.tiny_vlm import tiny_vlm_dir
+
+    shapes = tmp_path / "shapes"
+    make_shapes_dataset(shapes, n=10, seed=0, size=96)
+    data = shapes / "finetune_minicpm.json"
+    if kind == "llava":
+        model = f"{{path: {tiny_lm_dir('qwen2')}, vision: {{path: {tiny_vision_dir('clip')}}}}}"
+        extra = "template: chatml"
+    else:
+        model = f"{{path: {tiny_vlm_dir(kind)}}}"
+        extra = "processor: {max_pixels: 3136}" if kind == "qwen2_5_vl" else "processor: {max_slice_nums: 2}"
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"model: {model}\ndata: {{datasets: [{{path: {data}}}], image_folder: {shapes}, "
+                      f"max_length: 4096, {extra}}}\n")
+    assert run("check", str(data), "--config", str(recipe)) == 0
+    out = capsys.readouterr().out
+    assert "image tokens per sample: median" in out
+    length, _ = sample_length_fn(str(recipe))
+    convs, _ = read_file(data)
+    counts = [length(c) for c in convs]
+    assert all(n_image > 0 for _, n_image in counts if _ is not None) and len({n for _, n in counts}) > 1
+    two_images = [i for i, c in enumerate(convs) if len(c.images) == 2]
+    one = [n for i, (_, n) in enumerate(counts) if i not in two_images and convs[i].images]
+    assert two_images and max(counts[i][1] for i in two_images) > min(one)
+    longest = max(n for n, _ in counts)
+    assert run("check", str(data), "--config", str(recipe), "--set", f"data.max_length={longest - 1}") == 1
+    assert f"sample is {longest} tokens, longer than max_length {longest - 1}" in capsys.readouterr().out
+
+
 def test_check_format_choices():
     assert parse("check", "a.json", "--format", "minicpm").format == "minicpm"
     with pytest.raises(SystemExit):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -279,3 +280,24 @@ def test_collect_mode_skips_and_returns_bad_records(write_records, good):
         read_file(path)  # "raise" (default) stops at the first
     with pytest.raises(ValueError):
         read_file(path, errors="ignore")
+
+
+@pytest.mark.parametrize(("record", "field"), [
+    ({"video": "clip.mp4", "conversations": [{"from": "human", "value": "<video>\nWhat happens?"},
+                                             {"from": "gpt", "value": "A ball rolls."}]}, "video"),
+    ({"messages": [{"role": "user", "content": [{"type": "video_url", "video_url": {"url": "clip.mp4"}},
+                                                {"type": "text", "text": "What happens?"}]},
+                   {"role": "assistant", "content": "A ball rolls."}]}, "messages[0].content"),
+    ({"conversations": [{"role": "user", "content": "<video> What happens?"},
+                        {"role": "assistant", "content": "A ball rolls."}]}, "conversations[0].content"),
+])
+def test_video_records_are_refused_by_name_and_the_rest_are_read(tmp_path, record, field):
+    good = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}
+    path = tmp_path / "mixed.json"
+    path.write_text(json.dumps([record]))
+    with pytest.raises(DataError, match=rf"mixed.json:record 0:{re.escape(field)}: video records are not supported yet"):
+        read_file(path)
+    if "messages" in record:  # one format per file: mixed with a good record of the same format
+        path.write_text(json.dumps([good, record, good]))
+        convs, problems = read_file(path, errors="collect")
+        assert len(convs) == 2 and [p.where for p in problems] == [f"{path}:record 1:{field}"]

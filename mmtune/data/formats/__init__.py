@@ -131,6 +131,7 @@ def _read_one(reader: type, record: Any, where: str) -> Conversation | list[Data
     if not isinstance(record, dict):
         return [DataError(f"record is {type_name(record)}, expected an object", where=where)]
     try:
+        refuse_video(record, where)
         conv = reader.read(record, where)
     except DataError as e:
         return [e]
@@ -139,6 +140,29 @@ def _read_one(reader: type, record: Any, where: str) -> Conversation | list[Data
     if problems:
         return [field_error(where, field, reason) for field, reason in problems]
     return conv
+
+
+VIDEO_KEYS = ("video", "videos")
+VIDEO_PARTS = ("video", "video_url")
+NO_VIDEO = "video records are not supported yet (images only)"
+NO_VIDEO_HINT = "leave video records out of the data, or give a video's frames as images"
+
+
+def refuse_video(record: dict, where: str) -> None:
+    """Video (a `video(s)` key, a video content part, a `<video>` placeholder) is not supported yet:
+    a clear error rather than a record read as if the video were not there."""
+    for key in VIDEO_KEYS:
+        if record.get(key):
+            raise field_error(where, key, NO_VIDEO, hint=NO_VIDEO_HINT)
+    for key in ("conversations", "messages"):
+        turns = record.get(key)
+        for i, turn in enumerate(turns if isinstance(turns, list) else []):
+            field = "value" if isinstance(turn, dict) and "value" in turn else "content"
+            content = turn.get(field) if isinstance(turn, dict) else None
+            for part in content if isinstance(content, list) else [content]:
+                if (isinstance(part, dict) and part.get("type") in VIDEO_PARTS) or \
+                        (isinstance(part, str) and "<video>" in part):
+                    raise field_error(where, f"{key}[{i}].{field}", NO_VIDEO, hint=NO_VIDEO_HINT)
 
 
 def read_file(path: str | Path, format: str = "auto", *,
