@@ -23,6 +23,7 @@ def training_arguments(recipe, work_dir: Path, device: str, strategy: Strategy =
         gradient_accumulation_steps=t.gradient_accumulation,
         learning_rate=t.lr,
         weight_decay=t.weight_decay,
+        adam_beta2=t.adam_beta2,
         optim=t.optimizer,
         lr_scheduler_type=t.scheduler,
         warmup_steps=t.warmup_ratio,

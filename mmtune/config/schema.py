@@ -108,6 +108,7 @@ class TrainConfig(Section):
     projector_lr: Optional[float] = Field(None, gt=0, description="learning rate of the projector / merger when it "
                                                                    "trains (VLM; default: lr)")
     weight_decay: float = Field(0.0, ge=0)
+    adam_beta2: float = Field(0.999, gt=0, lt=1, description="AdamW's second-moment decay (MiniCPM-V's scripts: 0.95)")
     # the fused kernel (CPU and CUDA) is also the Trainer's own default since torch 2.8
     optimizer: Literal["adamw_torch_fused", "adamw_torch", "paged_adamw_8bit", "adamw_8bit", "sgd"] = "adamw_torch_fused"
     scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"

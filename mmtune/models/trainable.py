@@ -6,7 +6,8 @@ Groups: `llm` (the whole LM), `llm.lora`, and for a vision-language model `proje
     text model, lora / qlora  : [llm.lora]
     VLM pretrain              : [projector]
     VLM finetune              : the family's (mmtune.models.families): LLaVA [projector, llm.lora] /
-                                [projector, llm]; MiniCPM-V [llm.lora] / [vision, projector, llm];
+                                [projector, llm]; MiniCPM-V [vision, projector, llm.lora] /
+                                [vision, projector, llm] (its finetune scripts);
                                 the others [llm.lora] / [llm]
     + vision                  : e.g. [projector, llm.lora, vision.lora]   (method.trainable names it)
 

@@ -325,18 +325,31 @@ def test_serve_command(adapter):
     assert f"serving 'adapter' at http://127.0.0.1:{port}/v1" in out
 
 
-def test_image_parts_reach_a_vision_model():
-    """An (untrained) tiny LLaVA: image parts are decoded, expanded to image tokens and generated from."""
-    from mmtune.infer.load import LoadedModel, pick_template
+def _vision_model(kind: str):
+    """A loaded (untrained) tiny vision-language model: an assembled LLaVA, or a native family's."""
+    from mmtune.infer.load import LoadedModel, load_for_inference, pick_template
     from mmtune.infer.vision import vision_inputs_for
     from mmtune.models.llava import build_llava
     from mmtune.testing.tiny import tiny_lm_dir
-    from mmtune.testing.tiny_vision import tiny_image, tiny_vision_dir
+    from mmtune.testing.tiny_vision import tiny_vision_dir
+    from mmtune.testing.tiny_vlm import tiny_vlm_dir
 
+    if kind != "llava":
+        return load_for_inference(str(tiny_vlm_dir(kind)), device="cpu")
     model, processor = build_llava(str(tiny_lm_dir("qwen2")), str(tiny_vision_dir("clip")))
     vision = vision_inputs_for(model.eval(), processor, {"vision": {}})  # as an assembled LLaVA's run records it
-    loaded = LoadedModel(model, processor.tokenizer, pick_template(processor.tokenizer, "chatml"), "tiny-llava", vision)
-    running = serve_in_thread(create_app(loaded, ServerSettings("tiny-llava")))
+    return LoadedModel(model, processor.tokenizer, pick_template(processor.tokenizer, "chatml"), "tiny-vlm", vision)
+
+
+@pytest.mark.parametrize("kind", ["llava", "qwen2_5_vl", "minicpmv4_6", "gemma3"])
+def test_image_parts_reach_a_vision_model(kind):
+    """Image parts are decoded, expanded to the model's image tokens and generated from."""
+    from mmtune.data.conversation import Message
+    from mmtune.testing.tiny_vision import tiny_image
+
+    loaded = _vision_model(kind)
+    vision = loaded.vision
+    running = serve_in_thread(create_app(loaded, ServerSettings("tiny-vlm")))
     try:
         buf = io.BytesIO()
         tiny_image(0).save(buf, format="PNG")
@@ -350,9 +363,12 @@ def test_image_parts_reach_a_vision_model():
                 with_image = answer["usage"]["prompt_tokens"]
             else:
                 client = openai.OpenAI(base_url=f"{running.url}/v1", api_key="none", max_retries=0)
-                chunks = list(client.chat.completions.create(model="tiny-llava", **{k: v for k, v in body.items() if k != "stream"}, stream=True))
+                chunks = list(client.chat.completions.create(model="tiny-vlm", **{k: v for k, v in body.items() if k != "stream"}, stream=True))
                 assert chunks[-1].usage.prompt_tokens == with_image
-        assert with_image - text_only[1]["usage"]["prompt_tokens"] > vision.spec.tokens_per_image // 2  # the image's tokens
+        text, _ = loaded.template.render([Message("user", "what is this?\n<image>")], add_generation_prompt=True)
+        expected = vision.prompt_inputs(text, [tiny_image(0).convert("RGB")])["input_ids"]
+        assert with_image == expected.shape[-1]  # the prompt as the model's processor expands it
+        assert int((expected == vision.image_token_id).sum()) > 0
         status, answer = post(running.url, {"messages": [{"role": "user", "content": "<image> what?"}]}, key=None)
         assert status == 400 and "<image>" in answer["error"]["message"]  # a placeholder with no image
     finally:

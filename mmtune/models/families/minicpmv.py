@@ -40,6 +40,7 @@ register_family(Family(
     packing_problem=linear_attention_problem,
     config_knobs=("downsample_mode",),
     video_stub={"slice_mode": True, "downsample_mode": "16x"},
-    # MiniCPM-V's finetune_lora.sh / finetune_ds.sh: LoRA on the LLM; a full finetune tunes the vision tower too
-    trainable={"lora": ("llm.lora",), "full": ("vision", "projector", "llm")},
+    # MiniCPM-V's finetune_lora.sh (--use_lora true --tune_vision true --tune_llm false) and finetune_ds.sh
+    # (--tune_vision true --tune_llm true): the vision tower and the resampler train in full either way
+    trainable={"lora": ("vision", "projector", "llm.lora"), "full": ("vision", "projector", "llm")},
 ))
