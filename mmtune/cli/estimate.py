@@ -85,7 +85,8 @@ def describe(size, setup, args) -> str:
     ]
     if size.vision_params:
         lines.insert(1, f"vision: {human(size.vision_params)} parameters, {size.image_tokens} tokens per image, "
-                        f"{setup.images_per_sample} image(s) per sample; projector {human(size.projector_params)}")
+                        f"{size.images_per_sample or setup.images_per_sample} image(s) or slices per sample; projector "
+                        f"{human(size.projector_params)}")
     return "\n".join(lines)
 
 

@@ -20,6 +20,7 @@ import bisect
 import hashlib
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -43,7 +44,10 @@ class ProcessorImages:
         """What changes the encoded samples (the dataset cache key)."""
         ip = self.processor.image_processor
         digest = hashlib.sha1((ip.to_json_string() + str(self.processor.chat_template)).encode()).hexdigest()[:12]
-        return f"ProcessorImages({type(self.processor).__name__}, {json.dumps(self.knobs, sort_keys=True)}, {digest})"
+        # the image folder too: samples keep their images' resolved paths
+        folder = str(Path(self.image_folder).resolve()) if self.image_folder else None
+        return (f"ProcessorImages({type(self.processor).__name__}, {json.dumps(self.knobs, sort_keys=True)}, {digest}, "
+                f"{folder!r})")
 
     @property
     def image_token(self) -> str:

@@ -19,9 +19,11 @@ from mmtune.estimate.memory import (
     trained_parts,
 )
 from mmtune.estimate.setup import STRATEGIES, Setup, deepspeed_setup, setup_from_recipe
-from mmtune.estimate.sizes import ModelSize, add_vision, count_model, load_model_config, model_size_for_recipe, synthetic_llama
+from mmtune.estimate.sizes import (
+    ModelSize, add_vision, count_model, count_native_vlm, load_model_config, model_size_for_recipe, synthetic_llama,
+)
 
 __all__ = ["CUDA_OVERHEAD", "NF4_BYTES", "STRATEGIES", "Estimate", "GiB", "ModelSize", "Setup", "activation_bytes",
-           "add_vision", "count_model", "decoder_layer_bytes", "deepspeed_setup", "estimate", "estimate_for_recipe",
+           "add_vision", "count_model", "count_native_vlm", "decoder_layer_bytes", "deepspeed_setup", "estimate", "estimate_for_recipe",
            "estimate_table", "layer_activation_bytes", "load_model_config", "model_size_for_recipe",
            "setup_from_recipe", "synthetic_llama", "trained_parts"]

@@ -54,6 +54,7 @@ from mmtune.errors import MmtuneError
 from mmtune.estimate.setup import STRATEGIES, Setup, setup_from_recipe
 from mmtune.estimate.sizes import ModelSize, model_size_for_recipe
 from mmtune.models import chunked_loss
+from mmtune.models.families import FAMILIES
 from mmtune.models.trainable import default_groups
 
 GiB = 1024**3
@@ -83,7 +84,8 @@ def trained_parts(setup: Setup, size: ModelSize) -> set[str]:
     with training's defaults, mmtune.models.trainable)."""
     if size.vision_params and setup.trainable is not None:
         return set(setup.trainable)
-    return set(default_groups(setup.method, setup.stage, vision=bool(size.vision_params)))
+    family = FAMILIES[size.family] if size.family else None
+    return set(default_groups(setup.method, setup.stage, vision=bool(size.vision_params), family=family))
 
 
 def _optimizer_bytes(setup: Setup, weight_bytes: float) -> float:
@@ -230,7 +232,7 @@ def activation_bytes(size: ModelSize, setup: Setup, vision_trainable: bool = Fal
     vision = 0.0
     if size.vision_params:
         sv = size.image_tokens
-        bv = b * max(1, setup.images_per_sample)
+        bv = b * max(1, size.images_per_sample or setup.images_per_sample)
         one_v = layer_activation_bytes(sv, bv, size.vision_hidden, size.vision_heads, c, eager)
         if not vision_trainable:
             vision = one_v
@@ -256,7 +258,8 @@ def estimate_table(size: ModelSize, base: Setup, methods=("lora", "full"), gpus=
     for method in methods:
         row = {}
         for n in gpus:
-            setup = replace(base, method=method, gpus=n)
+            # the recipe's own trainable parts on its method's row; the defaults of the method elsewhere
+            setup = replace(base, method=method, gpus=n, trainable=base.trainable if method == base.method else None)
             sharded = setup.strategy in ("zero3", "fsdp_full_shard", "fsdp_shard_grad_op")
             row[n] = None if method == "qlora" and sharded else estimate(size, setup)
         table[method] = row

@@ -83,8 +83,9 @@ def setup_from_recipe(recipe, *, gpus: int = 1, deepspeed: str | None = None, fs
     if vision is not None:
         slicing = getattr(recipe.data, "slice", None)
         fields["images_per_sample"] = slicing.max_slice_nums + 1 if slicing else 1
-        fields["stage"] = recipe.method.stage
-        fields["trainable"] = tuple(recipe.method.trainable) if recipe.method.trainable is not None else None
+    # (a native VLM's own image layout is read off its config: ModelSize.images_per_sample)
+    fields["stage"] = recipe.method.stage
+    fields["trainable"] = tuple(recipe.method.trainable) if recipe.method.trainable is not None else None
     if deepspeed and fsdp:
         raise MmtuneError("--deepspeed and --fsdp are two ways to shard a model: pick one")
     if deepspeed:

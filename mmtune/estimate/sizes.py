@@ -37,6 +37,8 @@ class ModelSize:
     vision_layers: int = 0
     vision_heads: int = 0
     image_tokens: int = 0  # tokens one image is inside the vision encoder
+    images_per_sample: int = 0  # images / slices the vision encoder sees per image, at most (0: the recipe says)
+    family: str | None = None  # a native vision-language family (mmtune.models.families): what trains by default
 
     @property
     def total_params(self) -> int:
@@ -105,11 +107,12 @@ def _decoder_layers(model):
     return [m for m in model.modules() if type(m).__name__ in names]
 
 
-def _count_lora(meta_model, lora) -> int:
+def _count_lora(meta_model, lora, target_modules=None) -> int:
     import torch
     from peft import LoraConfig, get_peft_model
 
-    config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=0.0, target_modules=lora.target_modules,
+    config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=0.0,
+                        target_modules=target_modules or lora.target_modules,
                         modules_to_save=list(lora.modules_to_save) or None, task_type="CAUSAL_LM")
     with torch.device("meta"), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # deprecation chatter from peft/transformers about the meta model
@@ -136,6 +139,49 @@ def add_vision(size: ModelSize, vision_config, *, projector: str = "mlp2x_gelu",
                    image_tokens=image_tokens)
 
 
+def count_native_vlm(config, family, lora=None, *, knobs: dict | None = None, name: str = "model",
+                     trust_remote_code: bool = False) -> ModelSize:
+    """ModelSize of a vision-language checkpoint of a family transformers ships (mmtune.models.families):
+    the whole model built on meta, its parameters split into vision / projector / LLM by the family's
+    parts; `lora` counts the LLM's LoRA as training places it (the language model's blocks only)."""
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    from mmtune.models.families import encoder_tokens
+    from mmtune.models.trainable import lora_target_regex
+
+    with torch.device("meta"):
+        model = AutoModelForImageTextToText.from_config(config, trust_remote_code=trust_remote_code)
+    parts = family.parts
+    counts = {"vision": 0, "projector": 0, "llm": 0}
+    for param_name, p in model.named_parameters():
+        counts[parts.group_of(param_name)] += p.numel()
+    llm = model.get_submodule(parts.llm)
+    out_emb = model.get_output_embeddings()
+    quantizable = sum(m.weight.numel() for m in llm.modules() if isinstance(m, torch.nn.Linear) and m is not out_emb)
+    layers = next((m for n, m in llm.named_modules() if n.split(".")[-1] == "layers"), [])
+    layer_params = max((sum(p.numel() for p in layer.parameters()) for layer in layers), default=0)
+    lora_params = 0
+    if lora is not None:
+        regex = lora_target_regex(model, parts, ["llm"], lora.target_modules)
+        lora_params = _count_lora(model, lora, target_modules=regex)
+    text, v = config.get_text_config(), config.vision_config
+    heads = text.num_attention_heads
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
+    tokens, images = encoder_tokens(family, config, knobs or {})
+    return ModelSize(
+        name=name, params=counts["llm"], quantizable_params=quantizable,
+        embedding_params=model.get_input_embeddings().weight.numel(), layer_params=layer_params,
+        hidden_size=text.hidden_size, num_layers=text.num_hidden_layers, num_heads=heads, vocab_size=text.vocab_size,
+        intermediate_size=getattr(text, "intermediate_size", 0) or 0,
+        kv_size=(getattr(text, "num_key_value_heads", None) or heads) * head_dim, lora_params=lora_params,
+        vision_params=counts["vision"], projector_params=counts["projector"], vision_hidden=v.hidden_size,
+        vision_layers=getattr(v, "num_hidden_layers", None) or v.depth,
+        vision_heads=getattr(v, "num_attention_heads", None) or v.num_heads, image_tokens=tokens,
+        images_per_sample=images, family=family.name,
+    )
+
+
 def synthetic_llama(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
                     num_key_value_heads=None, vocab_size=32000, tie_word_embeddings=False, name="llama-7b"):
     """A LlamaConfig with the given sizes (defaults: Llama-2-7B), for estimates without a download."""
@@ -151,10 +197,16 @@ def synthetic_llama(hidden_size=4096, intermediate_size=11008, num_hidden_layers
 
 def model_size_for_recipe(recipe, config_json: str | None = None) -> ModelSize:
     """Count the recipe's model (and vision encoder, when it has one) from configs only."""
+    from mmtune.models.families import family_for_type
+
     trust = recipe.model.trust_remote_code
     source = config_json or recipe.model.path
     config = load_model_config(source, trust)
     name = Path(str(getattr(config, "name_or_path", "") or source)).name
+    family = family_for_type(getattr(config, "model_type", None))
+    if family is not None and recipe.model.vision is None:  # a native vision-language checkpoint
+        return count_native_vlm(config, family, recipe.method.lora, knobs=dict(recipe.data.processor), name=name,
+                                trust_remote_code=trust)
     size = count_model(config, recipe.method.lora, name=name, trust_remote_code=trust)
     vision = getattr(recipe.model, "vision", None)
     if vision is not None:

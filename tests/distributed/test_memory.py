@@ -178,3 +178,45 @@ def test_setup_from_recipe(tiny_qwen2_dir, tmp_path):
     setup = M.setup_from_recipe(recipe, gpus=4, fsdp="full_shard", fsdp_offload=True)
     assert setup == replace(setup, method="lora", gpus=4, strategy="fsdp_full_shard", offload_params=True,
                             offload_optimizer=True, micro_batch=2, seq_len=192, gradient_checkpointing=True)
+
+
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl", "minicpmv4_6", "internvl", "gemma3", "smolvlm",
+                                    "llava_onevision"])
+def test_native_vlm_counts_equal_the_built_model(family):
+    """Vision / projector / LLM parameters and the LLM LoRA, counted on meta from the config, equal the
+    real model's as training builds it (its family's parts, LoRA on the language model's blocks)."""
+    from transformers import AutoConfig, AutoModelForImageTextToText
+
+    from mmtune.config.schema import LoraConfig
+    from mmtune.models.families import FAMILIES
+    from mmtune.models.trainable import apply_trainable, trainable_summary
+    from mmtune.testing.tiny_vlm import tiny_vlm_dir
+
+    path = tiny_vlm_dir(family)
+    lora = LoraConfig(r=4, alpha=8, dropout=0.0)
+    size = M.count_native_vlm(AutoConfig.from_pretrained(path), FAMILIES[family], lora)
+    model = apply_trainable(AutoModelForImageTextToText.from_pretrained(path), ["llm.lora"], lora)
+    summary = trainable_summary(model, FAMILIES[family].parts)
+    lora_params = summary["llm"][0]
+    assert (size.vision_params, size.projector_params) == (summary["vision"][1], summary["projector"][1])
+    assert size.params == summary["llm"][1] - lora_params and size.lora_params == lora_params > 0
+    assert size.family == family and size.image_tokens > 0 and size.images_per_sample >= 1
+
+
+def test_minicpm_v_4_6_estimate_from_its_released_config(capsys):
+    """The MiniCPM-V 4.6 recipes on the released model's sizes (docs/configs): 1.30B parameters; the
+    LoRA recipe trains the vision tower and resampler in full (as finetune_lora.sh), so with them the
+    LoRA row needs more than the default LLM-only LoRA would."""
+    from pathlib import Path
+
+    from mmtune.cli.main import main
+
+    config = Path(__file__).parents[2] / "docs" / "configs" / "minicpm-v-4.6" / "config.json"
+    assert main(["estimate-memory", "minicpm_v_4_6_lora", "--config-json", str(config), "--gpus", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "752.16M parameters" in out and "vision: 522.30M parameters" in out and "10 image(s) or slices" in out
+    recipe_lora = float(out.split("| LoRA   | ")[1].split(" GiB")[0])
+    assert main(["estimate-memory", "minicpm_v_4_6_lora", "--config-json", str(config), "--gpus", "1",
+                 "--set", "method.trainable=[llm.lora]"]) == 0
+    llm_only = float(capsys.readouterr().out.split("| LoRA   | ")[1].split(" GiB")[0])
+    assert recipe_lora > llm_only + 1  # AdamW states and gradients of the 0.55B vision + resampler

@@ -277,3 +277,29 @@ def test_more_placeholders_than_images_is_a_data_error():
     text, spans = template.render([Message("user", "<image> and <image>?"), Message("assistant", "Same.")])
     with pytest.raises(DataError, match=r"d.json:record 2:images: 2 image placeholder\(s\) .* but 1 image"):
         ProcessorImages(processor).encode(text, spans, [picture(60, 60, 0)], "d.json:record 2", resolve=False)
+
+
+def test_the_same_data_in_another_folder_is_encoded_with_its_own_image_paths(tmp_path, isolated_dataset_cache):
+    """The encoded samples keep resolved image paths, so the image folder is part of the cache key: a
+    copy of the data elsewhere (same files, same contents) is not served the first copy's paths."""
+    import shutil
+
+    from mmtune.config.load import validate_recipe
+    from mmtune.data.dataset import encode_datasets
+    from mmtune.data.synth.shapes import make_shapes_dataset
+
+    _, processor, _ = loaded("qwen2_5_vl")
+    first = tmp_path / "first"
+    make_shapes_dataset(first, n=5, seed=0)
+    second = tmp_path / "second"
+    shutil.copytree(first, second)
+    template = ProcessorTemplate(processor.tokenizer, processor=processor)
+    for folder in (first, second):
+        recipe = validate_recipe({"model": {"path": str(tiny_vlm_dir("qwen2_5_vl"))},
+                                  "data": {"datasets": [{"path": str(folder / "finetune.json")}],
+                                           "image_folder": str(folder), "template": "auto", "max_length": 512}})
+        encoded, stats = encode_datasets(recipe.data, processor.tokenizer, image_spec=ProcessorImages(
+            processor, image_folder=str(folder)), template=template)
+        paths = [p for row in encoded["images"] for p in row]
+        assert paths and all(p.startswith(str(folder.resolve())) for p in paths)
+        assert stats.from_cache is False

@@ -7,6 +7,7 @@ from mmtune.models.families.registry import (  # noqa: F401
     Parts,
     base_model,
     check_knobs,
+    encoder_tokens,
     family_for_type,
     family_names,
     family_of,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from mmtune.models.families.registry import Family, Parts, register_family
+from mmtune.models.families.registry import Family, Parts, register_family, square_patches
 
 
 def combine(images: list[dict]) -> dict:
@@ -23,6 +23,12 @@ def combine(images: list[dict]) -> dict:
             "pixel_attention_mask": torch.cat([pad(m) for m in masks], dim=1)}
 
 
+def smolvlm_encoder_tokens(config, knobs: dict) -> tuple[int, int]:
+    """Tiles of the vision config's size: up to 4 x 4 and the global image when images are split
+    (the released processors' setting), else one."""
+    return square_patches(config.vision_config), 17 if knobs.get("do_image_splitting", True) else 1
+
+
 register_family(Family(
     name="smolvlm",
     model_types=("smolvlm", "idefics3"),
@@ -31,4 +37,5 @@ register_family(Family(
     knobs=("do_image_splitting", "max_image_size"),
     combine=combine,
     video_stub={"num_frames": None, "fps": None},  # read by apply_chat_template, used for videos only
+    encoder_tokens=smolvlm_encoder_tokens,
 ))

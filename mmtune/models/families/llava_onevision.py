@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from mmtune.models.families.registry import Family, Parts, register_family
+from mmtune.models.families.registry import Family, Parts, register_family, square_patches
 
 
 def combine(images: list[dict]) -> dict:
@@ -19,6 +19,11 @@ def combine(images: list[dict]) -> dict:
             "batch_num_images": torch.cat([im["batch_num_images"] for im in images])}
 
 
+def onevision_encoder_tokens(config, knobs: dict) -> tuple[int, int]:
+    """Crops of the vision config's size: the base image and up to 9 any-resolution crops (anyres_max_9)."""
+    return square_patches(config.vision_config), 10
+
+
 register_family(Family(
     name="llava_onevision",
     model_types=("llava_onevision",),
@@ -26,4 +31,5 @@ register_family(Family(
     parts=Parts(vision="model.vision_tower", projector="model.multi_modal_projector", llm="model.language_model"),
     knobs=("image_grid_pinpoints",),
     combine=combine,
+    encoder_tokens=onevision_encoder_tokens,
 ))

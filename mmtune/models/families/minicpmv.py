@@ -30,6 +30,13 @@ def linear_attention_problem(model) -> str | None:
     return None
 
 
+def minicpm_encoder_tokens(config, knobs: dict) -> tuple[int, int]:
+    """Each slice is about scale_resolution^2 pixels of 14-px patches; up to max_slice_nums slices and the
+    overview image (the processor's defaults 448 and 9)."""
+    side = int(knobs.get("scale_resolution", 448))
+    return (side // config.vision_config.patch_size) ** 2, int(knobs.get("max_slice_nums", 9)) + 1
+
+
 register_family(Family(
     name="minicpmv4_6",
     model_types=("minicpmv4_6", "minicpmv4_7"),
@@ -39,6 +46,7 @@ register_family(Family(
     combine=combine,
     packing_problem=linear_attention_problem,
     config_knobs=("downsample_mode",),
+    encoder_tokens=minicpm_encoder_tokens,
     video_stub={"slice_mode": True, "downsample_mode": "16x"},
     # MiniCPM-V's finetune_lora.sh (--use_lora true --tune_vision true --tune_llm false) and finetune_ds.sh
     # (--tune_vision true --tune_llm true): the vision tower and the resampler train in full either way

@@ -23,6 +23,13 @@ def mrope_positions(model, input_ids: torch.Tensor, images: dict) -> torch.Tenso
     return torch.cat([torch.arange(ids.shape[1], device=rope.device)[None, None], rope], dim=0)
 
 
+def qwen_encoder_tokens(config, knobs: dict) -> tuple[int, int]:
+    """Patches of the largest image the processor lets through (`max_pixels`; 12845056 = 1280 x 28 x 28,
+    the released checkpoints' preprocessor setting, when the recipe sets none)."""
+    patch = config.vision_config.patch_size
+    return int(knobs.get("max_pixels", 12845056)) // patch**2, 1
+
+
 QWEN_PARTS = Parts(vision="model.visual", projector="model.visual.merger", llm="model.language_model",
                    vision_blocks="blocks")
 # Qwen3-VL also feeds features of inner vision layers to the LLM through their own mergers (deepstack)
@@ -37,6 +44,7 @@ register_family(Family(
     knobs=("min_pixels", "max_pixels"),
     token_types="mm_token_type_ids",
     positions=mrope_positions,
+    encoder_tokens=qwen_encoder_tokens,
 ))
 
 register_family(Family(
@@ -47,4 +55,5 @@ register_family(Family(
     knobs=("min_pixels", "max_pixels"),
     token_types="mm_token_type_ids",
     positions=mrope_positions,
+    encoder_tokens=qwen_encoder_tokens,
 ))

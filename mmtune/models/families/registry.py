@@ -56,6 +56,9 @@ class Family:
     packing_problem: Callable | None = None  # model -> why packing cannot be exact (None: it can)
     config_knobs: tuple[str, ...] = ()  # processor settings the model's config must hold too (used in forward)
     video_stub: dict = field(default_factory=dict)  # attributes a processor reads off its video processor
+    # (config, data.processor settings) -> (patches one image or slice is inside the vision tower, images
+    # or slices per image at most): what the memory estimate plans the vision tower's activations for
+    encoder_tokens: Callable | None = None
     # finetune defaults by method (LLaMA-Factory's and ms-swift's: vision tower and projector frozen);
     # a pretrain stage trains the projector alone
     trainable: dict = field(default_factory=lambda: {"lora": ("llm.lora",), "full": ("llm",)})
@@ -85,6 +88,22 @@ def family_of(config) -> Family:
 def base_model(model):
     """The transformers model inside a peft wrapper (or the model itself)."""
     return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def encoder_tokens(family: Family, config, knobs: dict) -> tuple[int, int]:
+    """(patches per image or slice inside the vision tower, slices per image at most) for the
+    memory estimate; by default one square image of the vision config's size."""
+    if family.encoder_tokens is not None:
+        return family.encoder_tokens(config, knobs)
+    return square_patches(config.vision_config), 1
+
+
+def square_patches(vision_config) -> int:
+    """Patches of one image of the vision config's size (sizes may be given as (height, width))."""
+    def side(value):
+        return value[0] if isinstance(value, (list, tuple)) else value
+
+    return (side(vision_config.image_size) // side(vision_config.patch_size)) ** 2
 
 
 def image_token_id_of(config) -> int:
