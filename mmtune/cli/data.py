@@ -33,6 +33,7 @@ examples:
   mmtune data shapes -o data/shapes
   mmtune data shapes -o data/shapes --n 1000 --seed 1 --size 96
   mmtune data shapes -o data/shapes --n 1000 --questions colour,count   # only these kinds of questions
+  mmtune data shapes -o data/mixed --n 1000 --questions colour,shape --choices --lang en,zh   # the mixed task
   mmtune data check data/shapes/finetune.json --image-folder data/shapes
 
 writes into DIR (image paths are relative to DIR, so use DIR as the image folder):
@@ -110,6 +111,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     shapes.add_argument("--questions", metavar="KINDS",
                         help="only these question kinds, comma-separated (shape,colour,count,position,existence): "
                              "single-turn fine-tune questions, a curriculum a tiny model learns fast")
+    shapes.add_argument("--choices", action="store_true",
+                        help="with --questions: also one MMBench-style multiple-choice question (2-4 options) per "
+                             "training image, and 2-4 options in the MMBench files")
+    shapes.add_argument("--lang", default="en", metavar="LANGS",
+                        help="languages of the shape and colour questions, comma-separated: en, zh (default: en)")
     shapes.set_defaults(func=run_shapes)
 
     preview = commands.add_parser(
@@ -153,7 +159,9 @@ def run_shapes(args: argparse.Namespace) -> int:
     from mmtune.data.synth.shapes import make_shapes_dataset
 
     questions = [k.strip() for k in args.questions.split(",")] if args.questions else None
-    result = make_shapes_dataset(args.output, n=args.n, seed=args.seed, size=args.size, questions=questions)
+    langs = tuple(lang.strip() for lang in args.lang.split(",") if lang.strip())
+    result = make_shapes_dataset(args.output, n=args.n, seed=args.seed, size=args.size, questions=questions,
+                                 choices=args.choices, langs=langs)
     print(f"drew {result.n_train_images} training and {result.n_heldout_images} held-out images "
           f"({args.size}x{args.size}) in {result.out_dir / 'images'}")
     for name, path in result.files.items():

@@ -20,10 +20,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mmtune.data.choices import INSTRUCTION_EN, INSTRUCTION_ZH, build_prompt, is_chinese  # noqa: F401 (re-exported)
 from mmtune.errors import DataError
 
-INSTRUCTION_EN = "Answer with the option's letter from the given choices directly."
-INSTRUCTION_ZH = "请直接回答选项字母。"
 IMAGE_REF_MAX = 16  # an `image` value shorter than this names the row whose image is shared
 REQUIRED_COLUMNS = ("index", "question")
 _MISSING = ("", "nan", "NaN", "NAN")
@@ -77,16 +76,6 @@ class MMBenchTable:
         return "dev" if self.has_answers else "test"
 
 
-def is_chinese(text: str) -> bool:
-    """True when `text` is mostly Chinese (how MMBench-CN questions are told apart).
-
-    A CJK ideograph counts about as much as an English word (~4 letters), so an English question
-    quoting one character ("What does 福 mean?") stays English."""
-    cjk = sum(1 for ch in text if "\u4e00" <= ch <= "\u9fff" or "\u3400" <= ch <= "\u4dbf")
-    latin = sum(1 for ch in text if ch.isascii() and ch.isalpha())
-    return cjk > 0 and cjk * 4 >= latin
-
-
 def missing(value: str | None) -> bool:
     return value is None or value.strip() in _MISSING
 
@@ -99,17 +88,6 @@ def option_letters(columns: list[str]) -> list[str]:
             break
         letters.append(ch)
     return letters
-
-
-def build_prompt(question: str, options: dict[str, str], hint: str | None = None, chinese: bool | None = None) -> str:
-    """The question as LLaVA asks MMBench: hint, question, one "A. text" line per option, instruction."""
-    if chinese is None:
-        chinese = is_chinese(f"{hint or ''} {question}")
-    lines = [hint.strip()] if hint and hint.strip() else []
-    lines.append(question.strip())
-    lines += [f"{letter}. {text}" for letter, text in options.items()]
-    lines.append(INSTRUCTION_ZH if chinese else INSTRUCTION_EN)
-    return "\n".join(lines)
 
 
 def decode_image(data: str, where: str = ""):

@@ -301,3 +301,19 @@ def test_video_records_are_refused_by_name_and_the_rest_are_read(tmp_path, recor
         path.write_text(json.dumps([good, record, good]))
         convs, problems = read_file(path, errors="collect")
         assert len(convs) == 2 and [p.where for p in problems] == [f"{path}:record 1:{field}"]
+
+
+def test_openai_bare_image_parts_take_the_images_list_in_order():
+    """The TRL / LLaMA-Factory layout: {"type": "image"} parts, paths in the record's "images"."""
+    record = {"messages": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "and"},
+                                                        {"type": "image"}, {"type": "text", "text": "same?"}]},
+                           {"role": "assistant", "content": [{"type": "text", "text": "No."}]}],
+              "images": ["a.png", "b.png"]}
+    conv = read_one(record)
+    assert conv.images == ["a.png", "b.png"] and conv.messages[0].content == "<image>\nand\n<image>\nsame?"
+    assert "2 bare image part(s) but 1 path(s) in 'images'" in error_of([{**record, "images": ["a.png"]}])
+    assert "image part(s) without a path and no 'images' list" in error_of([{k: v for k, v in record.items()
+                                                                           if k != "images"}])
+    with_path = {**record, "messages": [{"role": "user", "content": [{"type": "image", "image": "c.png"}]},
+                                        record["messages"][1]]}
+    assert "both image parts with paths and an 'images' list" in error_of([with_path])

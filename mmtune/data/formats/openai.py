@@ -5,7 +5,9 @@
 
 A list of parts may hold {"type": "text", "text": ...}, {"type": "image_url", "image_url": {"url": ...}}
 and {"type": "image", "image": path}; each image part becomes an <image> placeholder at its place.
-Parts are joined with newlines, so an image part before the text gives LLaVA's "<image>\\n...".
+A bare {"type": "image"} part (the TRL / LLaMA-Factory "messages" + "images" layout) takes the next
+path of the record's "images" list. Parts are joined with newlines, so an image part before the text
+gives LLaVA's "<image>\\n...".
 """
 
 from __future__ import annotations
@@ -29,13 +31,21 @@ class OpenAIFormat:
 
     @staticmethod
     def read(record: dict, where: str) -> Conversation:
-        images: list[str] = []
+        images: list[str | None] = []
         messages = read_turns(record, "messages", where, role_key="role", content_key="content", roles=ROLE_MAP,
                               noun="message", parts=lambda content, field: read_parts(content, images, where, field))
+        bare = images.count(None)
         if record.get("images") is not None:
-            if images:
-                raise field_error(where, "images", "record has both image parts and an 'images' list; use one")
-            images = image_paths(record["images"], where, "images")
+            listed = image_paths(record["images"], where, "images")
+            if len(images) > bare:
+                raise field_error(where, "images", "record has both image parts with paths and an 'images' list; "
+                                  "use one", hint='give parts as {"type": "image"} to take the list\'s paths')
+            if bare and bare != len(listed):
+                raise field_error(where, "images", f"{bare} bare image part(s) but {len(listed)} path(s) in 'images'")
+            images = listed
+        elif bare:
+            raise field_error(where, "images", f"{bare} image part(s) without a path and no 'images' list",
+                              hint='give each part its path ({"type": "image", "image": "a.jpg"}) or add "images"')
         place_images(messages, images, where, "messages")
         return Conversation(messages, images)
 
@@ -58,7 +68,10 @@ def read_parts(parts: list, images: list[str], where: str, field: str) -> str:
     return "\n".join(texts)
 
 
-def part_image(part: dict, kind: str, where: str, at: str) -> str:
+def part_image(part: dict, kind: str, where: str, at: str) -> str | None:
+    """The part's image path; None for a bare {"type": "image"} (its path comes from "images")."""
+    if kind == "image" and part.get("image") is None and set(part) <= {"type", "image"}:
+        return None
     value: Any = require(part, kind, (str, dict), where, field=f"{at}.{kind}")
     if isinstance(value, dict):  # {"url": ...} as in the OpenAI API
         value = require(value, "url", str, where, field=f"{at}.{kind}.url")

@@ -79,6 +79,14 @@ TEXT_QA = [
     ("Hello!", "Hello! Show me an image and I will tell you about its shapes."),
     ("What can you do?", "I can tell the shape, colour, number and position of shapes in an image."),
 ]
+# Chinese: shape and colour questions (the kinds a mixed-language task asks), answers and option texts
+SHAPES_ZH = {"circle": "圆形", "square": "正方形", "triangle": "三角形", "star": "星形", "diamond": "菱形"}
+COLOURS_ZH = {"red": "红色", "green": "绿色", "blue": "蓝色", "yellow": "黄色", "purple": "紫色", "orange": "橙色"}
+QUESTIONS_ZH = {
+    "shape": ["图中是什么形状？", "图片里有什么形状？", "这是什么形状？", "请说出图中的形状。"],
+    "colour": ["这个形状是什么颜色？", "图中形状是什么颜色的？", "图片里的形状是什么颜色？", "请说出形状的颜色。"],
+}
+LANGS = ("en", "zh")
 MMBENCH_COLUMNS = ["index", "question", "hint", "A", "B", "C", "D", "answer", "category", "l2-category", "image"]
 L2_CATEGORY = {"shape": "attribute_recognition", "colour": "attribute_recognition", "count": "object_counting",
                "position": "object_localization", "existence": "existence"}
@@ -146,8 +154,12 @@ def answer(scene: Scene, kind: str, asked_colour: str | None = None) -> str:
     raise ValueError(f"unknown question kind {kind!r}")
 
 
-def ask(scene: Scene, kind: str, rng: random.Random) -> tuple[str, str]:
-    """A (question, answer) pair of `kind`, the phrasing picked by `rng`."""
+def ask(scene: Scene, kind: str, rng: random.Random, lang: str = "en") -> tuple[str, str]:
+    """A (question, answer) pair of `kind`, the phrasing picked by `rng`; in Chinese (`lang` "zh") for
+    shape and colour questions."""
+    if lang == "zh" and kind in QUESTIONS_ZH:
+        name = SHAPES_ZH[scene.shape] if kind == "shape" else COLOURS_ZH[scene.colour]
+        return rng.choice(QUESTIONS_ZH[kind]), f"{name}。"
     question = rng.choice(QUESTIONS[kind])
     colour = None
     if kind == "existence":  # half the time the true colour
@@ -297,16 +309,56 @@ def pick_pair(train: list[tuple[str, Scene]], rng: random.Random) -> tuple[tuple
     return train[i], train[j]
 
 
+def choice_question(scene: Scene, kind: str, rng: random.Random, lang: str = "en") -> tuple[str, dict, str]:
+    """(question, {letter: option}, correct letter): a shape or colour question with 2-4 options, as
+    MMBench asks it."""
+    names = SHAPES_ZH if kind == "shape" else COLOURS_ZH
+    choices = list(SHAPES) if kind == "shape" else list(COLOURS)
+    correct = getattr(scene, kind)
+    picked = [correct] + rng.sample([c for c in choices if c != correct], rng.randint(1, 3))
+    rng.shuffle(picked)
+    options = {"ABCD"[k]: (names[c] if lang == "zh" else c) for k, c in enumerate(picked)}
+    if lang == "zh":
+        question = QUESTIONS_ZH[kind][0]
+    else:
+        question = {"shape": "What shape is in the image?", "colour": "What colour is the shape?"}[kind]
+    return question, options, "ABCD"[picked.index(correct)]
+
+
+def mixed_records(train: list[tuple[str, Scene]], rng: random.Random, questions: tuple[str, ...],
+                  langs: tuple[str, ...]) -> list[dict]:
+    """Per image two open questions and one multiple-choice question (2-4 options, written as
+    evaluation asks MMBench: options, then the instruction; the answer its letter), each in a language
+    of `langs` (Chinese for shape and colour)."""
+    from mmtune.data.choices import build_prompt
+
+    records = []
+    for path, scene in train:
+        kinds = scene.asked(questions)
+        for _ in range(2):
+            q, a = ask(scene, rng.choice(kinds), rng, rng.choice(langs))
+            records.append(llava_record("", path, [(user_turn(q, rng), a)]))
+        choice_kinds = [k for k in kinds if k in QUESTIONS_ZH]
+        if choice_kinds:
+            lang = rng.choice(langs)
+            question, options, letter = choice_question(scene, rng.choice(choice_kinds), rng, lang)
+            records.append(llava_record("", path, [(f"<image>\n{build_prompt(question, options)}", letter)]))
+    rng.shuffle(records)
+    for i, record in enumerate(records):
+        record["id"] = f"finetune_{i}"
+    return records
+
+
 def heldout_records(heldout: list[tuple[str, Scene]], rng: random.Random,
-                    questions: tuple[str, ...] | None = None) -> list[dict]:
-    """One question per held-out image, the kinds taken in turn so every kind is asked."""
+                    questions: tuple[str, ...] | None = None, langs: tuple[str, ...] = ("en",)) -> list[dict]:
+    """One question per held-out image, the kinds (and languages) taken in turn so every kind is asked."""
     records = []
     for i, (path, scene) in enumerate(heldout):
         kinds = scene.asked(questions)
         if not kinds:
             continue
         kind = kinds[i % len(kinds)]
-        q, a = ask(scene, kind, rng)
+        q, a = ask(scene, kind, rng, langs[(i // len(kinds)) % len(langs)])
         record = llava_record(f"heldout_{i}", path, [(f"<image>\n{q}", a)])
         record["category"] = kind
         records.append(record)
@@ -314,13 +366,22 @@ def heldout_records(heldout: list[tuple[str, Scene]], rng: random.Random,
 
 
 def mmbench_rows(heldout: list[tuple[str, Scene]], folder: Path, rng: random.Random,
-                 questions: tuple[str, ...] | None = None) -> list[dict]:
+                 questions: tuple[str, ...] | None = None, mixed_langs: tuple[str, ...] | None = None) -> list[dict]:
     """One multiple-choice row per (image, question kind): 4 options for shape/colour/position,
-    3 for count, 2 (yes/no) for existence."""
+    3 for count, 2 (yes/no) for existence. With `mixed_langs`, shape and colour rows have 2-4 options
+    and are asked in those languages in turn (the mixed task)."""
     rows = []
     for path, scene in heldout:
         image = base64.b64encode((folder / path).read_bytes()).decode("ascii")
         for kind in scene.asked(questions):
+            if mixed_langs and kind in QUESTIONS_ZH:
+                lang = mixed_langs[len(rows) % len(mixed_langs)]
+                question, choices, letter = choice_question(scene, kind, rng, lang)
+                row = {"index": len(rows), "question": question, "hint": ""}
+                row.update({k: choices.get(k, "") for k in "ABCD"})
+                row.update({"answer": letter, "category": kind, "l2-category": L2_CATEGORY[kind], "image": image})
+                rows.append(row)
+                continue
             if kind == "existence":
                 colour = scene.colour if rng.random() < 0.5 else rng.choice([c for c in COLOURS if c != scene.colour])
                 question, options = f"Is there a {colour} shape in the image?", ["yes", "no"]
@@ -360,12 +421,22 @@ def write_json(records: list[dict], path: Path) -> None:
 # ------------------------------------------------------------------------------------------ dataset
 
 def make_shapes_dataset(out_dir: str | Path, n: int = 200, seed: int = 0, size: int = 64,
-                        heldout_fraction: float = 0.2, questions: list[str] | None = None) -> ShapesDataset:
+                        heldout_fraction: float = 0.2, questions: list[str] | None = None,
+                        choices: bool = False, langs: tuple[str, ...] = ("en",)) -> ShapesDataset:
     """Draw `n` images (a `heldout_fraction` of them held out, at least 2) and write the files above.
 
     `questions` limits the fine-tune, held-out and MMBench questions to some kinds (e.g. ["colour"]):
     finetune.json then holds two single-turn questions per image and no captions or text-only records,
-    a curriculum a tiny model learns within a CPU budget (the full mix needs far more steps)."""
+    a curriculum a tiny model learns within a CPU budget (the full mix needs far more steps).
+    `choices` (with `questions`) adds one MMBench-style multiple-choice question (2-4 options) per
+    training image and makes the MMBench files' shape and colour rows 2-4 options; `langs` ("en",
+    "zh") asks shape and colour questions in those languages (the mixed task)."""
+    unknown_langs = sorted(set(langs) - set(LANGS))
+    if unknown_langs or not langs:
+        raise MmtuneError(f"unknown language(s) {', '.join(unknown_langs) or '(none given)'}; choose from {', '.join(LANGS)}")
+    if choices and questions is None:
+        raise MmtuneError("--choices needs --questions (e.g. --questions colour,shape)")
+    langs = tuple(langs)
     if questions is not None:
         unknown = sorted(set(questions) - set(L2_CATEGORY))
         if unknown or not questions:
@@ -400,9 +471,10 @@ def make_shapes_dataset(out_dir: str | Path, n: int = 200, seed: int = 0, size: 
     half = math.ceil(len(heldout) / 2)
     outputs = {
         "pretrain": pretrain_records(train, stream("pretrain")),
-        "finetune": finetune_records(train, stream("finetune"), questions),
+        "finetune": (mixed_records(train, stream("finetune"), questions, langs)
+                     if choices or langs != ("en",) else finetune_records(train, stream("finetune"), questions)),
         "finetune_minicpm": minicpm_records(train, stream("minicpm")),
-        "heldout": heldout_records(heldout, stream("heldout"), questions),
+        "heldout": heldout_records(heldout, stream("heldout"), questions, langs),
     }
     for name, records in outputs.items():
         path = out / f"{name}.json"
@@ -410,7 +482,7 @@ def make_shapes_dataset(out_dir: str | Path, n: int = 200, seed: int = 0, size: 
         result.files[name], result.records[name] = path, len(records)
     mmbench_rng = stream("mmbench")
     for name, images, with_answer in (("mmbench_dev", heldout[:half], True), ("mmbench_test", heldout[half:], False)):
-        rows = mmbench_rows(images, out, mmbench_rng, questions)
+        rows = mmbench_rows(images, out, mmbench_rng, questions, langs if choices else None)
         path = out / f"{name}.tsv"
         write_tsv(rows, path, with_answer)
         result.files[name], result.records[name] = path, len(rows)
