@@ -9,6 +9,8 @@ start (4 x 1 x L), and no attention mask: the attention keeps the samples apart.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
 from mmtune.models.families.registry import Family, Parts, base_model, register_family
@@ -30,30 +32,24 @@ def qwen_encoder_tokens(config, knobs: dict) -> tuple[int, int]:
     return int(knobs.get("max_pixels", 12845056)) // patch**2, 1
 
 
-QWEN_PARTS = Parts(vision="model.visual", projector="model.visual.merger", llm="model.language_model",
-                   vision_blocks="blocks")
-# Qwen3-VL also feeds features of inner vision layers to the LLM through their own mergers (deepstack)
-QWEN3_PARTS = Parts(vision="model.visual", projector=("model.visual.merger", "model.visual.deepstack_merger_list"),
-                    llm="model.language_model", vision_blocks="blocks")
-
-register_family(Family(
+QWEN2_5_VL = register_family(Family(
     name="qwen2_5_vl",
     model_types=("qwen2_5_vl", "qwen2_vl"),
     description="Qwen2-VL / Qwen2.5-VL: ViT + patch merger, mrope; images at their own aspect ratio",
-    parts=QWEN_PARTS,
+    parts=Parts(vision="model.visual", projector="model.visual.merger", llm="model.language_model",
+                vision_blocks="blocks"),
     knobs=("min_pixels", "max_pixels"),
     token_types="mm_token_type_ids",
     positions=mrope_positions,
     encoder_tokens=qwen_encoder_tokens,
 ))
 
-register_family(Family(
+# Qwen3-VL: the same, but the vision tower also feeds features of inner layers to the LLM through
+# their own mergers (deepstack), which belong to the projector
+register_family(replace(
+    QWEN2_5_VL,
     name="qwen3_vl",
     model_types=("qwen3_vl",),
     description="Qwen3-VL: ViT + patch merger (deepstack), interleaved mrope",
-    parts=QWEN3_PARTS,
-    knobs=("min_pixels", "max_pixels"),
-    token_types="mm_token_type_ids",
-    positions=mrope_positions,
-    encoder_tokens=qwen_encoder_tokens,
+    parts=replace(QWEN2_5_VL.parts, projector=("model.visual.merger", "model.visual.deepstack_merger_list")),
 ))
