@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from mmtune.data.processor_images import ProcessorImages
 from mmtune.data.vlm import SLICE_END, SLICE_START, ImageLoader, LlavaImages, image_spec_for
 from mmtune.errors import ConfigError
-from mmtune.models.families import Family, check_knobs, family_for_type, family_names, family_of
+from mmtune.models.families import FAMILIES, Family, check_knobs, family_for_type, family_of
 from mmtune.models.internlm2 import config_dict
 from mmtune.models.llava import (
     IMAGE_TOKEN, build_llava, image_tokens_per_image, select_strategy, tokens_per_image, vision_encoder_config,
@@ -56,22 +56,27 @@ def text_model(recipe, device: str):
 
 
 @functools.lru_cache(maxsize=64)
-def _model_type(path: str, trust_remote_code: bool) -> str | None:
+def _config_facts(path: str, trust_remote_code: bool) -> tuple[str | None, bool]:
+    """(model type, whether it has a vision config) of a checkpoint."""
     from transformers import AutoConfig
 
     config = config_dict(path)
     if config is not None:
-        return config.get("model_type")
-    return load_pretrained(AutoConfig, path, "the model config", trust_remote_code=trust_remote_code).model_type
+        return config.get("model_type"), "vision_config" in config
+    config = load_pretrained(AutoConfig, path, "the model config", trust_remote_code=trust_remote_code)
+    return config.model_type, getattr(config, "vision_config", None) is not None
 
 
 def native_family(model_cfg) -> Family | None:
-    """The vision-language family of the recipe's checkpoint (None: a text model)."""
-    return family_for_type(_model_type(model_cfg.path, model_cfg.trust_remote_code))
+    """The vision-language family of the recipe's checkpoint (None: a text model, or a VLM mmtune lacks)."""
+    return family_for_type(_config_facts(model_cfg.path, model_cfg.trust_remote_code)[0])
 
 
 def is_vision(recipe) -> bool:
-    return recipe.model.vision is not None or native_family(recipe.model) is not None
+    """A vision-language recipe: an assembled LLaVA, or a checkpoint with a vision config (a family
+    mmtune trains, or one it refuses by name in `native_vlm`)."""
+    m = recipe.model
+    return m.vision is not None or native_family(m) is not None or _config_facts(m.path, m.trust_remote_code)[1]
 
 
 def check_vision_recipe(recipe) -> None:
@@ -157,8 +162,10 @@ def native_vlm(recipe, dtype: str):
     m = recipe.model
     family = native_family(m)
     if family is None:
-        raise ConfigError(f"{m.path!r} is not a vision-language checkpoint mmtune trains",
-                          hint=f"families: {', '.join(family_names())}")
+        model_type = _config_facts(m.path, m.trust_remote_code)[0]
+        supported = sorted(t for f in FAMILIES.values() for t in f.model_types)
+        raise ConfigError(f"{m.path!r} is a vision-language model of type {model_type!r}, which mmtune does not "
+                          "train yet", hint=f"supported model types: {', '.join(supported)}")
     knobs = dict(recipe.data.processor)
     check_knobs(family, knobs)
     if recipe.data.template != "auto":

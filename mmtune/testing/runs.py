@@ -116,9 +116,10 @@ def llava_runs(n_images: int = 80, finetune_steps: int = 30):
 
 @functools.lru_cache(maxsize=None)
 def native_vlm_run(family: str, steps: int = 8, trainable: tuple[str, ...] | None = None, method: str = "lora",
-                   pack: bool | None = None):
+                   pack: bool | None = None, lrs: tuple[float, float] | None = None):
     """A short fine-tune of a tiny native VLM (mmtune.testing.tiny_vlm) on the shapes data, LLaVA and
-    MiniCPM-V formats mixed: (root, recipe, TrainResult). Packed unless the family cannot pack."""
+    MiniCPM-V formats mixed: (root, recipe, TrainResult). Packed unless the family cannot pack. `lrs`:
+    (train.vision_lr, train.projector_lr)."""
     from mmtune.data.synth.shapes import make_shapes_dataset
     from mmtune.testing.tiny_vlm import tiny_vlm_dir
     from mmtune.train.run import run_training
@@ -135,7 +136,8 @@ def native_vlm_run(family: str, steps: int = 8, trainable: tuple[str, ...] | Non
         "method": {"type": method, "trainable": list(trainable) if trainable else None,
                    "lora": {"r": 8, "alpha": 16, "dropout": 0.0}},
         "train": {"max_steps": steps, "micro_batch_size": 2, "gradient_accumulation": 1, "lr": 2e-3,
-                  "precision": "fp32", "logging_steps": 4, "save_steps": steps, "device": "cpu"},
+                  "precision": "fp32", "logging_steps": 4, "save_steps": steps, "device": "cpu",
+                  **({"vision_lr": lrs[0], "projector_lr": lrs[1]} if lrs else {})},
         "eval": {"every_n_steps": steps, "max_new_tokens": 4, "evaluation_inputs": ["What colour is the shape?"],
                  "evaluation_images": [str(shapes / "images" / "heldout_00000.png")]},
     })

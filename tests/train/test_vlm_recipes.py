@@ -77,3 +77,38 @@ def _recipe_processor(name: str) -> dict:
     from mmtune.config.load import load_config
 
     return load_config(name).data.processor
+
+
+def test_an_unsupported_vision_language_model_is_refused_naming_the_supported(tmp_path, capsys):
+    model = tmp_path / "blip"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"model_type": "blip_2", "vision_config": {"hidden_size": 8}}))
+    data = tmp_path / "d.json"
+    data.write_text("[]")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"model: {{path: {model}}}\ndata: {{datasets: [{{path: {data}}}], image_folder: {tmp_path}}}\n")
+    assert main(["train", str(recipe), "--work-dir", str(tmp_path / "work")]) == 2
+    err = capsys.readouterr().err
+    assert "vision-language model of type 'blip_2', which mmtune does not train yet" in err
+    assert "minicpmv4_6" in err and "qwen2_5_vl" in err and "Traceback" not in err
+
+
+def test_vision_and_projector_learning_rates_reach_their_parameters(tmp_path):
+    """train.vision_lr / projector_lr: an (almost) zero rate leaves the vision tower where it was while the
+    projector and the LLM move; the optimizer's groups carry the rates."""
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    from mmtune.testing.runs import native_vlm_run
+
+    root, recipe, result = native_vlm_run("qwen2_5_vl", steps=3, method="full",
+                                          trainable=("vision", "projector", "llm"), lrs=(1e-12, 5e-3))
+    trained = dict(AutoModelForImageTextToText.from_pretrained(result.final_dir).named_parameters())
+    base = dict(AutoModelForImageTextToText.from_pretrained(tiny_vlm_dir("qwen2_5_vl")).named_parameters())
+
+    def moved(prefix):
+        return max((trained[k] - base[k]).abs().max().item() for k in base if k.startswith(prefix))
+
+    with torch.no_grad():
+        assert moved("model.visual.blocks.") < 1e-8 and moved("model.visual.patch_embed.") < 1e-8
+        assert moved("model.visual.merger.") > 1e-4 and moved("model.language_model.") > 1e-4
