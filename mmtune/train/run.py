@@ -23,6 +23,7 @@ from mmtune.data.dataset import DataStats
 from mmtune.models.load import pick_device
 from mmtune.rundir import write_meta
 from mmtune.train import launch
+from mmtune.train.build_locks import clear_stale_build_locks
 from mmtune.train.checkpoints import resolve_resume
 from mmtune.train.logs import describe_peak_memory, read_samples, setup_logging
 from mmtune.train.savers import memory_savers
@@ -82,6 +83,8 @@ def start_run(recipe, work_dir: Path, strategy: Strategy) -> Run:
     log.info("parallelism: %s", strategy.describe(launch.world_size()))
     log.info("work dir %s, device %s, method %s, precision %s", work_dir, device, recipe.method.type, recipe.train.precision)
     args = training_arguments(recipe, work_dir, device, strategy)
+    if strategy.deepspeed and launch.local_rank() == 0:
+        clear_stale_build_locks()  # DeepSpeed builds ops from here on (collectives, CPU Adam)
     launch.init_deepspeed_comm(args)
     set_seed(recipe.train.seed)
     return Run(work_dir, device, strategy, args)

@@ -14,6 +14,7 @@ import pytest
 
 from mmtune.config.load import dump_config
 from mmtune.testing.runs import self_cognition_recipe, write_self_cognition
+from mmtune.train.build_locks import clear_stale_build_locks
 
 HERE = Path(__file__).parent
 RUN_TIMEOUT = 900  # seconds for one torchrun launch; a hang (a collective one rank never joins) fails
@@ -39,6 +40,9 @@ def run_logged(cmd: list[str], env: dict, log_file: Path) -> subprocess.Complete
 
 def torchrun_worker(spec: dict, tmp: Path, cache: Path, nproc: int = 2) -> None:
     """Run tests/distributed/dist_worker.py in `nproc` gloo workers with the given spec."""
+    # A build killed with an earlier suite run leaves its lock and DeepSpeed's op builds would wait
+    # on it until RUN_TIMEOUT; nothing else builds extensions here, so a 2-minute-old lock is stale.
+    clear_stale_build_locks(stale_after_s=120)
     spec_file = tmp / "spec.json"
     spec_file.write_text(json.dumps(spec))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
