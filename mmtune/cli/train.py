@@ -56,6 +56,7 @@ def run(args) -> int:
     if plan is not None:
         return launch.launch(plan, worker_args(args, work_dir))
     result = run_training(recipe, work_dir, resume=args.resume, strategy=strategy)
+    launch.finish()
     if launch.is_main_process():
         print(f"done: final model in {result.final_dir}")
     return 0

@@ -158,6 +158,17 @@ def init_deepspeed_comm(args) -> None:
         ds_comm.init_distributed(dist_backend=args.ddp_backend or "gloo", verbose=False)
 
 
+def finish() -> None:
+    """End this worker's process group once every rank is done. Left to interpreter exit, DeepSpeed's
+    CPU collectives tear down with a live thread and the process aborts ("terminate called without
+    an active exception"), so torchrun reports a finished run as failed."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 # ---- sample chats under sharded parameters ---------------------------------------------------------
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -75,3 +76,34 @@ def test_zero3_shards_without_gathered_weights_convert_to_hf(ds_runs, method, tm
     gathered = checkpoint_to_hf(recipe, Path(run["work_dir"]) / "checkpoint-4", tmp_path / "gathered")
     base = recipe.model.path if method == "lora" else None
     assert torch.allclose(dist.hf_logits(from_shards, base), dist.hf_logits(gathered, base), atol=1e-6)
+
+
+def test_cli_offload_run_exits_cleanly_past_a_stale_build_lock(tmp_path, tiny_qwen2_dir, dist_data, dist):
+    """`NPROC_PER_NODE=2 mmtune train --deepspeed zero3_offload` ends with exit 0 and none of
+    DeepSpeed's per-step deprecation lines (once, left to interpreter exit, a worker aborted in the
+    teardown and torchrun called the finished run failed; mmtune now ends the process group itself),
+    and a build lock a killed build left behind is removed with a warning instead of hanging the run."""
+    import os
+    import time
+
+    from torch.utils.cpp_extension import _get_build_directory
+
+    probe_dir = Path(_get_build_directory("mmtune_stale_lock_probe", verbose=False))
+    lock = probe_dir / "lock"
+    lock.touch()
+    os.utime(lock, (time.time() - 3600, time.time() - 3600))
+    try:
+        recipe = dist.short_recipe(tiny_qwen2_dir, dist_data, method={"type": "lora"},
+                                   train={"max_steps": 2, "save_steps": 0})
+        path = dist.write_recipe(tmp_path / "recipe.yaml", recipe)
+        env = dict(dist.worker_env(tmp_path / "cache"), NPROC_PER_NODE="2")
+        cmd = [sys.executable, "-m", "mmtune", "train", str(path), "--work-dir", str(tmp_path / "run"),
+               "--deepspeed", "zero3_offload"]
+        dist.run_logged(cmd, env, tmp_path / "cli.log")  # fails the test on a non-zero exit, with the log tail
+        text = (tmp_path / "cli.log").read_text()
+        assert "terminate called" not in text and "done: final model in" in text
+        assert "reduce_scatter_tensor` is deprecated" not in text
+        assert not lock.exists()
+        assert f"removed {lock}" in (tmp_path / "run" / "train.log").read_text()
+    finally:
+        shutil.rmtree(probe_dir, ignore_errors=True)
