@@ -139,15 +139,17 @@ def run_check(args: argparse.Namespace) -> int:
 
     if args.max_errors < 0:
         raise MmtuneError(f"--max-errors must be 0 or more, got {args.max_errors}")
-    length_fn = max_length = None
+    length_fn = max_length = replace = None
     if args.config:
         from mmtune.builders.data import sample_length_fn  # needs a tokenizer: import only when asked
+        from mmtune.config.load import load_config
 
         length_fn, max_length = sample_length_fn(args.config, args.set, args.image_folder)
+        replace = load_config(args.config, args.set).data.replace
     all_good = True
     for path in args.files:
         report = check_file(path, args.format, length_fn=length_fn, max_length=max_length,
-                            image_folder=args.image_folder)
+                            image_folder=args.image_folder, replace=replace)
         print(format_report(report, max_errors=args.max_errors or None))
         if report.n_images and not report.images_checked:
             print(f"  note: {report.n_images} images were not opened; pass --image-folder DIR to check them")

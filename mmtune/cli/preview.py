@@ -38,7 +38,7 @@ def run_preview(config: str, *, n: int = 3, as_json: bool = False, overrides=())
     recipe = load_config(config, overrides)
     tokenizer, _ = tokenizer_and_template(recipe)
     encoder = run_encoder(recipe, tokenizer)
-    convs = load_conversations(recipe.data.datasets)[:n]
+    convs = load_conversations(recipe.data)[:n]
     items = []
     for conv in convs:
         full = encoder.encode_full(conv)

@@ -61,6 +61,10 @@ class DataConfig(Section):
     datasets: list[DatasetConfig] = Field(min_length=1)
     template: TEMPLATE_CHOICES = Field("auto", description="chat template name, or 'auto' for the tokenizer's own")
     system: Optional[str] = Field(None, description="system prompt added to conversations that have none")
+    replace: dict[str, str] = Field(
+        default_factory=dict,
+        description="fill template placeholders in the data: {name: Nova} turns every {{name}} into Nova "
+                    "(LLaMA-Factory's identity.json)")
     max_length: int = Field(2048, ge=16)
     pack_to_max_length: bool = True
     overlong: Literal["truncate", "drop"] = "truncate"
@@ -76,7 +80,7 @@ class DataConfig(Section):
                     "scale_resolution, slice_mode, downsample_mode, use_image_id; Qwen-VL: min_pixels, max_pixels; "
                     "the families in docs/native_vlm.md)")
     bad_images: Literal["resample", "skip"] = Field("resample", description="a record whose image cannot be read")
-    max_bad_fraction: float = Field(0.05, ge=0, le=1, description="stop when more records than this have bad images")
+    max_bad_fraction: float = Field(0.05, ge=0, le=1, description="stop when more records than this are unreadable or have bad images")
 
 
 class LoraConfig(Section):

@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from mmtune.data.conversation import Conversation
-from mmtune.data.formats import detect_format, load_records, read_records
+from mmtune.data.formats import describe_unused, detect_format, load_records, read_records, unused_keys
 from mmtune.data.images import open_image, resolve_image_path
+from mmtune.data.placeholders import describe_placeholders, fill_placeholders, find_placeholders
 from mmtune.errors import DataError, record_location
 
 RECORD = re.compile(r"^(.*:record \d+)(?::|$)")
@@ -40,6 +41,8 @@ class CheckReport:
     images_checked: bool = False  # whether they were opened (an image folder was given)
     lengths: list[int] = field(default_factory=list)  # tokens of each measured sample (with length_fn)
     image_tokens: list[int] = field(default_factory=list)  # image tokens of each measured sample (VLM recipes)
+    # Warnings that do not make a record bad: keys no reader uses, template placeholders left unfilled.
+    notes: list[str] = field(default_factory=list)
 
     @property
     def n_bad(self) -> int:
@@ -53,7 +56,8 @@ class CheckReport:
 def check_file(path: str | Path, format: str = "auto", *,
                length_fn: Callable[[Conversation], int] | None = None,
                max_length: int | None = None,
-               image_folder: str | Path | None = None) -> CheckReport:
+               image_folder: str | Path | None = None,
+               replace: dict[str, str] | None = None) -> CheckReport:
     """Read every record of `path`; report the bad ones instead of stopping at the first.
 
     With `image_folder`, each record's images must stay inside it and decode. With `length_fn`
@@ -61,7 +65,8 @@ def check_file(path: str | Path, format: str = "auto", *,
     `max_length`, longer samples are bad too,
     since training would truncate them (and may cut off the whole answer). `length_fn` sees only
     records whose images are good, and, when `image_folder` is given, with `images` resolved to
-    paths it can open.
+    paths it can open. Placeholders such as `{{name}}` are filled from `replace` (a recipe's
+    data.replace); the ones left, and record keys no reader uses, are listed in `notes`.
     """
     if image_folder is not None and not Path(image_folder).is_dir():
         raise DataError(f"image folder {str(image_folder)!r} " + ("is not a folder" if Path(image_folder).exists()
@@ -73,11 +78,18 @@ def check_file(path: str | Path, format: str = "auto", *,
         report.n_total = len(records)
         report.format = detect_format(records, path) if format == "auto" else format
         convs, problems = read_records(records, path, report.format, errors="collect")
+        unused = unused_keys(records, report.format)
     except DataError as e:  # the file as a whole is unreadable: one error, no records counted good
         report.errors.append(_as_pair(e))
         report.format = "?"
         return report
 
+    if unused:
+        report.notes.append(describe_unused(path, unused, len(records)))
+    fill_placeholders(convs, replace or {})
+    left = find_placeholders(convs)
+    if left[0]:
+        report.notes.append(describe_placeholders(*left))
     bad_sources = {_record_of(e.where or "") for e in problems}
     report.errors.extend(_as_pair(e) for e in problems)
     for i, record in enumerate(records):
@@ -216,4 +228,5 @@ def format_report(report: CheckReport, max_errors: int | None = None) -> str:
     lines += [f"  {where}: {reason}" if where else f"  {reason}" for where, reason in shown]
     if len(shown) < len(report.errors):
         lines.append(f"  ... and {len(report.errors) - len(shown)} more problems")
+    lines += [f"  note: {note}" for note in report.notes]
     return "\n".join(lines)

@@ -16,6 +16,9 @@ IMAGE_PLACEHOLDER = "<image>"
 class Message:
     role: str  # one of ROLES
     content: str
+    # Where the role and content stand in the source record, for messages in the record's own terms:
+    # {"role": "conversations[2].from", "content": "conversations[2].value"}; None when built in code.
+    origin: dict | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass

@@ -34,10 +34,11 @@ from mmtune.data.conversation import Conversation
 from mmtune.data.encode import DROPPED, TRUNCATED, ConversationEncoder, EncodedBatch, encoder_for
 from mmtune.data.fast_bpe import FastBPE
 from mmtune.data.packing import concat_samples, pack_lengths
+from mmtune.data.placeholders import describe_placeholders, fill_placeholders, find_placeholders
 from mmtune.errors import DataError
 
 log = logging.getLogger(__name__)
-CACHE_FORMAT = "2"  # bump when the encoded layout changes (2: int32 ids/labels, length column)
+CACHE_FORMAT = "3"  # bump when the encoded layout or the reading changes (2: int32 ids/labels, length column;\n#                     3: top-level system read, tool/preference/audio records refused)
 
 
 @dataclass
@@ -83,23 +84,52 @@ def threads_only():
             os.environ["TOKENIZERS_PARALLELISM"] = previous
 
 
-def load_conversations(datasets_cfg, stats: DataStats | None = None) -> list[Conversation]:
-    """Read every configured file (repeated as asked); bad records are logged and counted."""
-    from mmtune.data.formats import read_file
+def load_conversations(data_cfg, stats: DataStats | None = None) -> list[Conversation]:
+    """Read every file of the data section (repeated as asked), placeholders filled from
+    `data.replace`. Bad records are skipped, counted and summarised by reason; past
+    `data.max_bad_fraction` of all records the run stops. Keys no reader uses, and placeholders left
+    unfilled, are reported once per file."""
+    from mmtune.data.formats import describe_unused, detect_format, load_records, read_records, unused_keys
 
     stats = stats if stats is not None else DataStats()
     out: list[Conversation] = []
-    for ds in datasets_cfg:
+    problems: list[DataError] = []
+    for ds in data_cfg.datasets:
         with no_gc():
-            convs, errors = read_file(ds.path, ds.format, errors="collect")
+            records = load_records(ds.path)
+            format = detect_format(records, ds.path) if ds.format == "auto" else ds.format
+            convs, errors = read_records(records, ds.path, format, errors="collect")
+            unused = unused_keys(records, format)
+        del records
+        if unused:
+            log.warning(describe_unused(ds.path, unused, len(convs) + len(errors)))
+        fill_placeholders(convs, data_cfg.replace)
+        left = find_placeholders(convs)
+        if left[0]:
+            log.warning("%s: %s", ds.path, describe_placeholders(*left))
         stats.records += len(convs) + len(errors)
         stats.bad_records += len(errors)
+        problems.extend(errors)
         if errors:
             log.warning("%s: skipped %d bad record(s) of %d; first: %s (run `mmtune data check %s` for all)",
                         ds.path, len(errors), len(convs) + len(errors), errors[0], ds.path)
         log.info("%s: %d conversations x %d", ds.path, len(convs), ds.repeat)
         out.extend(convs * ds.repeat)
+    if problems:
+        log.warning("skipped records by reason: %s", summarise_reasons(problems))
+        if stats.bad_records > data_cfg.max_bad_fraction * stats.records:
+            raise DataError(f"{stats.bad_records} of {stats.records} records are bad, more than data.max_bad_fraction "
+                            f"{data_cfg.max_bad_fraction:.0%}; first: {problems[0]}",
+                            hint="run `mmtune data check FILE` to see them all and fix the data, or raise "
+                                 "data.max_bad_fraction to train on the rest")
     return out
+
+
+def summarise_reasons(problems: list[DataError], most: int = 5) -> str:
+    """"3 x unknown role 'bot' ..., 1 x ...": the commonest reasons first."""
+    ranked = Counter(e.message for e in problems).most_common()
+    text = "; ".join(f"{n} x {reason}" for reason, n in ranked[:most])
+    return text + (f"; and {len(ranked) - most} other reason(s)" if len(ranked) > most else "")
 
 
 def _file_digest(path: str) -> str:
@@ -127,6 +157,7 @@ def cache_key(data_cfg, tokenizer, image_spec=None) -> str:
         "chat_template": tokenizer.chat_template if template == "auto" else None,
         "template": template,
         "system": data_cfg.system,
+        "replace": data_cfg.replace,
         "max_length": data_cfg.max_length,
         "overlong": data_cfg.overlong,
     }
@@ -283,7 +314,7 @@ def _encode_datasets(data_cfg, tokenizer, image_spec, use_cache: bool, template=
         log.info("tokenized data loaded from cache %s", cached)
         return datasets.load_from_disk(str(cached / "data")), stats
 
-    convs = load_conversations(data_cfg.datasets, stats)
+    convs = load_conversations(data_cfg, stats)
     if not convs:
         raise DataError("no usable conversations in the recipe's datasets", hint="run `mmtune data check FILE`")
     encoder = encoder_for(data_cfg, tokenizer, template)
@@ -295,7 +326,7 @@ def _encode_datasets(data_cfg, tokenizer, image_spec, use_cache: bool, template=
             log.warning("fast BPE (tiktoken) disagreed with the tokenizer: %s; tokenizing again with the "
                         "tokenizer itself (set data.fast_bpe: false to skip the first pass)", encoder.fast.mismatch)
             encoder.fast, stats = None, DataStats()
-            chunks = _chunked(load_conversations(data_cfg.datasets, stats))
+            chunks = _chunked(load_conversations(data_cfg, stats))
             encoded = _encode_text(chunks, encoder, data_cfg.num_proc, key, stats)
     else:
         encoded = _encode_images(convs, encoder, image_spec, data_cfg.num_proc, key, stats)

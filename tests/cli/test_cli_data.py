@@ -42,7 +42,7 @@ def test_check_bad_file_exits_1(tmp_path, capsys):
     assert run("check", str(FIXTURES / "llava.json"), str(path)) == 1
     out = capsys.readouterr().out
     assert "2 records, 1 good, 1 bad" in out
-    assert f"{path}:record 1:messages[0].role: first turn is from 'assistant', expected 'user'" in out
+    assert f"{path}:record 1:conversations[0].from: first turn is from 'assistant', expected 'user'" in out
     assert run("check", str(tmp_path / "missing.json")) == 1
     assert "file not found" in capsys.readouterr().out
 

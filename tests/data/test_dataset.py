@@ -52,7 +52,9 @@ def make_recipe(tiny_qwen2_dir):
     def make(path: str, **data):
         return validate_recipe({
             "model": {"path": str(tiny_qwen2_dir)},
-            "data": {"datasets": [{"path": path, "format": "openai"}], "template": "chatml", "max_length": 64, **data},
+            # the test file holds 1 bad record of 9: above the default 5% cap on bad records
+            "data": {"datasets": [{"path": path, "format": "openai"}], "template": "chatml", "max_length": 64,
+                     "max_bad_fraction": 0.2, **data},
         })
 
     return make
@@ -139,7 +141,8 @@ def test_cache_key_follows_length_policy_data_and_template(data_file, make_recip
 def test_repeat_repeats_samples(data_file, make_recipe, tokenizer, isolated_dataset_cache, tiny_qwen2_dir):
     recipe = validate_recipe({
         "model": {"path": str(tiny_qwen2_dir)},
-        "data": {"datasets": [{"path": data_file, "format": "openai", "repeat": 2}], "template": "chatml", "max_length": 64},
+        "data": {"datasets": [{"path": data_file, "format": "openai", "repeat": 2}], "template": "chatml", "max_length": 64,
+                 "max_bad_fraction": 0.2},
     })
     assert cache_key(recipe.data, tokenizer) != cache_key(make_recipe(data_file).data, tokenizer)
     encoded, stats = encode_datasets(recipe.data, tokenizer)

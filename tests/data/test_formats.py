@@ -101,10 +101,10 @@ def test_openai_images_list_with_string_content():
 
 
 def test_openai_bad_parts(good):
-    bad_type = {"messages": [{"role": "user", "content": [{"type": "audio", "audio": "x.wav"}]},
+    bad_type = {"messages": [{"role": "user", "content": [{"type": "file", "file": "x.pdf"}]},
                              {"role": "assistant", "content": "?"}]}
     assert error_of([good["openai"], bad_type]).startswith(
-        "d.json:record 1:messages[0].content[0].type: unknown content part type 'audio'")
+        "d.json:record 1:messages[0].content[0].type: unknown content part type 'file'")
     no_url = {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]},
                            {"role": "assistant", "content": "?"}]}
     assert error_of([no_url]) == "d.json:record 0:messages[0].content[0].image_url.url: missing key 'url'"
@@ -227,18 +227,18 @@ def test_jsonl_named_json_and_single_record(tmp_path, good):
 
 
 @pytest.mark.parametrize("fmt, bad, expected", [
-    ("llava", {"conversations": []}, "record 1:messages: empty conversation"),
+    ("llava", {"conversations": []}, "record 1:conversations: empty conversation"),
     ("openai", {"messages": [{"role": "assistant", "content": "Hi"}, {"role": "user", "content": "?"}]},
      "record 1:messages[0].role: first turn is from 'assistant', expected 'user'"),
     ("llava", {"conversations": [{"from": "system", "value": "s"}, {"from": "gpt", "value": "a"}]},
-     "record 1:messages[1].role: first turn is from 'assistant', expected 'user'"),
+     "record 1:conversations[1].from: first turn is from 'assistant', expected 'user'"),
     ("openai", {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
                              {"role": "assistant", "content": "c"}]},
      "record 1:messages[2].role: roles do not alternate: got 'assistant', expected 'user'"),
     ("llava", {"conversations": [{"from": "human", "value": "a"}, {"from": "bot", "value": "b"}]},
      "record 1:conversations[1].from: unknown role 'bot' (expected one of human, user, gpt, assistant, system)"),
     ("openai", {"messages": [{"role": "user", "content": "a"}, {"role": "tool", "content": "b"}]},
-     "record 1:messages[1].role: unknown role 'tool' (expected one of system, user, assistant)"),
+     "record 1:messages[1].role: tool-call turns are not supported yet"),
     ("minicpm", {"conversations": [{"role": "human", "content": "a"}, {"role": "assistant", "content": "b"}]},
      "record 1:conversations[0].role: unknown role 'human' (expected one of user, assistant, system)"),
     ("llava", {"conversations": [{"from": "human", "value": "a"}, {"from": "gpt", "value": None}]},
@@ -295,7 +295,7 @@ def test_video_records_are_refused_by_name_and_the_rest_are_read(tmp_path, recor
     good = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}
     path = tmp_path / "mixed.json"
     path.write_text(json.dumps([record]))
-    with pytest.raises(DataError, match=rf"mixed.json:record 0:{re.escape(field)}: video records are not supported yet"):
+    with pytest.raises(DataError, match=rf"mixed.json:record 0:{re.escape(field)}: video records are not supported \(images only\)"):
         read_file(path)
     if "messages" in record:  # one format per file: mixed with a good record of the same format
         path.write_text(json.dumps([good, record, good]))

@@ -9,16 +9,17 @@ Every problem is a `DataError` located as "file:record N:field" (records count f
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
-from mmtune.data.conversation import Conversation, validate_conversation
+from mmtune.data.conversation import IMAGE_PLACEHOLDER, Conversation, validate_conversation
 from mmtune.data.formats import alpaca, llava, minicpm, openai  # noqa: F401  (registers the formats)
 from mmtune.data.formats.base import FORMATS, field_error, register_format, type_name
 from mmtune.errors import DataError, record_location
 
 __all__ = ["FORMATS", "FORMAT_NAMES", "register_format", "load_records", "detect_format",
-           "read_records", "read_file"]
+           "read_records", "read_file", "unused_keys", "describe_unused"]
 
 FORMAT_NAMES: list[str] = sorted(FORMATS)
 DETECT_SAMPLE = 50  # records inspected by detect_format
@@ -28,22 +29,26 @@ def load_records(path: str | Path) -> list[Any]:
     """The records of a JSON file (a list, or an object holding one list) or a JSONL file.
 
     Records are returned as parsed; one that is not an object is reported when it is read,
-    so that `errors="collect"` can skip it.
+    so that `errors="collect"` can skip it. A `.jsonl` file may also hold one JSON list (a JSON
+    file under the other name) or a list of records on some lines; UTF-16/32 files with a byte-order
+    mark are read, any other text that is not UTF-8 is an error naming its line.
     """
     path = Path(path)
     if not path.is_file():
         raise DataError("file not found" if not path.exists() else "not a file", where=str(path))
-    text = path.read_text(encoding="utf-8-sig")  # -sig: tolerate a BOM from Windows editors
+    text = decode_text(path.read_bytes(), path)
     if not text.strip():
         raise DataError("file is empty", where=str(path))
-    if path.suffix == ".jsonl":
+    if path.suffix == ".jsonl" and not text.lstrip().startswith("["):
         return _load_jsonl(text, path)
     try:
-        data = json.loads(text)
+        data = _parse(text)
     except json.JSONDecodeError as e:
-        if text.lstrip().startswith("{") and _first_line_is_object(text):
-            return _load_jsonl(text, path)  # JSONL saved with a .json name
+        if text.lstrip().startswith(("{", "[")) and _first_line_parses(text):
+            return _load_jsonl(text, path)  # JSONL saved with a .json name, or lists on lines
         raise DataError(f"invalid JSON: {e.msg} (column {e.colno})", where=f"{path}:line {e.lineno}") from None
+    except ValueError as e:  # too deep or a number too long: _parse says which
+        raise DataError(str(e), where=str(path)) from None
     if isinstance(data, list):
         return data
     if isinstance(data, dict):
@@ -56,23 +61,64 @@ def load_records(path: str | Path) -> list[Any]:
                     where=str(path))
 
 
-def _first_line_is_object(text: str) -> bool:
+BOMS = ((b"\xff\xfe\x00\x00", "utf-32"), (b"\x00\x00\xfe\xff", "utf-32"),
+        (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16"))
+
+
+def decode_text(data: bytes, path: Path) -> str:
+    """The file's text: UTF-8 (a BOM from Windows editors tolerated), or UTF-16/32 with a BOM."""
+    for bom, codec in BOMS:
+        if data.startswith(bom):
+            try:
+                return data.decode(codec)
+            except UnicodeDecodeError:
+                break  # a BOM-like start that is not: report as not UTF-8 below
     try:
-        return isinstance(json.loads(text.lstrip().splitlines()[0]), dict)
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        raise DataError(f"not UTF-8 text: byte 0x{data[e.start]:02X} at column {column} cannot be decoded",
+                        where=f"{path}:line {line}",
+                        hint="save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8 IN > OUT`)") from None
+
+
+def _parse(line: str) -> Any:
+    """json.loads, with Python's limits (nesting depth, 4300-digit integers) as readable ValueErrors."""
+    try:
+        return json.loads(line)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply to read") from None
     except json.JSONDecodeError:
+        raise
+    except ValueError as e:  # int() digit limit
+        raise ValueError(f"a number in the JSON is too long to read ({e})") from None
+
+
+def _first_line_parses(text: str) -> bool:
+    try:
+        return isinstance(_parse(text.lstrip().split("\n", 1)[0]), (dict, list))
+    except ValueError:
         return False
 
 
 def _load_jsonl(text: str, path: Path) -> list[Any]:
     records = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    # Lines end at "\n" only: JSON strings may hold U+2028, U+2029 or U+0085 raw, which splitlines() cuts at.
+    for lineno, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
-            records.append(json.loads(line))
+            value = _parse(line)
         except json.JSONDecodeError as e:
             raise DataError(f"invalid JSON: {e.msg} (column {e.colno})", where=f"{path}:line {lineno}",
                             hint="a JSONL file holds one JSON object per line") from None
+        except ValueError as e:
+            raise DataError(str(e), where=f"{path}:line {lineno}") from None
+        if isinstance(value, list):
+            records.extend(value)  # a list of records on one line
+        else:
+            records.append(value)
     return records
 
 
@@ -131,38 +177,138 @@ def _read_one(reader: type, record: Any, where: str) -> Conversation | list[Data
     if not isinstance(record, dict):
         return [DataError(f"record is {type_name(record)}, expected an object", where=where)]
     try:
-        refuse_video(record, where)
+        refuse_unsupported(record, where)
         conv = reader.read(record, where)
+        refuse_expanded_image_tokens(conv, where)
     except DataError as e:
         return [e]
     conv.source = where
     problems = validate_conversation(conv)
     if problems:
-        return [field_error(where, field, reason) for field, reason in problems]
+        return [field_error(where, in_record_terms(field, conv, reader), reason) for field, reason in problems]
     return conv
 
 
-VIDEO_KEYS = ("video", "videos")
-VIDEO_PARTS = ("video", "video_url")
-NO_VIDEO = "video records are not supported yet (images only)"
-NO_VIDEO_HINT = "leave video records out of the data, or give a video's frames as images"
+MESSAGE_FIELD = re.compile(r"^messages\[(\d+)\]\.(role|content)$")
 
 
-def refuse_video(record: dict, where: str) -> None:
-    """Video (a `video(s)` key, a video content part, a `<video>` placeholder) is not supported yet:
-    a clear error rather than a record read as if the video were not there."""
-    for key in VIDEO_KEYS:
-        if record.get(key):
-            raise field_error(where, key, NO_VIDEO, hint=NO_VIDEO_HINT)
+def in_record_terms(field: str, conv: Conversation, reader: type) -> str:
+    """A field of the internal conversation ("messages[2].role") named as the record names it
+    ("conversations[2].from" for ShareGPT, "output" for Alpaca)."""
+    match = MESSAGE_FIELD.match(field)
+    if match:
+        origin = conv.messages[int(match.group(1))].origin
+        return origin[match.group(2)] if origin else field
+    if field == "messages" and reader.turns:
+        return reader.turns
+    return field
+
+
+MEDIA_KEYS = {"video": "video", "videos": "video", "audio": "audio", "audios": "audio"}
+MEDIA_PARTS = {"video": "video", "video_url": "video", "audio": "audio", "audio_url": "audio", "input_audio": "audio"}
+MEDIA_MARKS = {"<video>": "video", "<audio>": "audio"}
+NO_MEDIA_HINT = {"video": "leave video records out of the data, or give a video's frames as images",
+                 "audio": "leave audio records out of the data"}
+TOOL_ROLES = ("function_call", "observation", "tool", "function", "ipython")
+PREFERENCE_KEYS = ("chosen", "rejected", "kto_tag")
+
+
+def _present(value: Any) -> bool:
+    """A key's value says something (not null, empty, or an empty JSON list written as a string)."""
+    if isinstance(value, str):
+        return value.strip() not in ("", "[]", "{}")
+    return value is not None and value != [] and value != {}
+
+
+def refuse_unsupported(record: dict, where: str) -> None:
+    """Data SFT cannot train right is refused by name, never read as if that part were not there:
+    video and audio (a key, a content part or a `<video>`/`<audio>` mark), preference pairs
+    (chosen/rejected) and KTO labels, tool definitions and tool-call turns."""
+    for key, kind in MEDIA_KEYS.items():
+        if _present(record.get(key)):
+            raise field_error(where, key, f"{kind} records are not supported (images only)",
+                              hint=NO_MEDIA_HINT[kind])
+    if "chosen" in record or "rejected" in record:
+        key = "chosen" if "chosen" in record else "rejected"
+        raise field_error(where, key, "preference data (chosen/rejected) is not supported by SFT",
+                          hint="for SFT, make the chosen answer the last assistant turn and drop 'rejected'")
+    if "kto_tag" in record or isinstance(record.get("label"), bool):
+        key = "kto_tag" if "kto_tag" in record else "label"
+        raise field_error(where, key, "preference data (a KTO label) is not supported by SFT",
+                          hint="for SFT, keep only the records labelled good and drop the label")
+    if _present(record.get("tools")):
+        raise field_error(where, "tools", "tool definitions (tool-call data) are not supported yet",
+                          hint="leave tool-call records out of the data: without the tools in the prompt the "
+                               "model would learn calls to tools it never sees defined")
     for key in ("conversations", "messages"):
         turns = record.get(key)
         for i, turn in enumerate(turns if isinstance(turns, list) else []):
-            field = "value" if isinstance(turn, dict) and "value" in turn else "content"
-            content = turn.get(field) if isinstance(turn, dict) else None
-            for part in content if isinstance(content, list) else [content]:
-                if (isinstance(part, dict) and part.get("type") in VIDEO_PARTS) or \
-                        (isinstance(part, str) and "<video>" in part):
-                    raise field_error(where, f"{key}[{i}].{field}", NO_VIDEO, hint=NO_VIDEO_HINT)
+            if isinstance(turn, dict):
+                _refuse_unsupported_turn(turn, where, f"{key}[{i}]")
+
+
+def _refuse_unsupported_turn(turn: dict, where: str, at: str) -> None:
+    role_key = "from" if "from" in turn else "role"
+    if turn.get(role_key) in TOOL_ROLES or _present(turn.get("tool_calls")):
+        field = f"{at}.tool_calls" if _present(turn.get("tool_calls")) else f"{at}.{role_key}"
+        raise field_error(where, field, "tool-call turns are not supported yet",
+                          hint="leave tool-call records out of the data")
+    content_key = "value" if "value" in turn else "content"
+    content = turn.get(content_key)
+    for part in content if isinstance(content, list) else [content]:
+        kind = None
+        if isinstance(part, dict):
+            kind = MEDIA_PARTS.get(part.get("type"))
+        elif isinstance(part, str):
+            kind = next((k for mark, k in MEDIA_MARKS.items() if mark in part), None)
+        if kind:
+            raise field_error(where, f"{at}.{content_key}", f"{kind} records are not supported (images only)",
+                              hint=NO_MEDIA_HINT[kind])
+
+
+EXPANDED_IMAGE_TOKENS = ("<IMG_CONTEXT>",)
+
+
+def refuse_expanded_image_tokens(conv: Conversation, where: str) -> None:
+    """XTuner's InternVL data may hold image tokens already expanded (`<img><IMG_CONTEXT>...</img>`);
+    read as text they would be trained on as words, with no image behind them."""
+    for i, m in enumerate(conv.messages):
+        for token in EXPANDED_IMAGE_TOKENS:
+            if token in m.content:
+                at = m.origin["content"] if m.origin else f"messages[{i}].content"
+                raise field_error(where, at, f"text holds expanded image tokens {token} (as XTuner's InternVL "
+                                             "data writes them)",
+                                  hint=f"write one {IMAGE_PLACEHOLDER} where each image goes; mmtune expands it "
+                                       "for the model")
+
+
+def unused_keys(records: list[Any], format: str) -> dict[str, int]:
+    """Keys of the records that the format's reader does not read, with the number of records holding
+    each: top-level keys by name, keys inside turns as "conversations[].weight". Keys that
+    refuse_unsupported handles and keys whose value is empty are left out."""
+    reader = FORMATS[format]
+    known = set(reader.keys) | set(MEDIA_KEYS) | set(PREFERENCE_KEYS) | {"tools"}
+    turn_known = set(reader.turn_keys) | {"tool_calls"}
+    counts: dict[str, int] = {}
+    for record in records:
+        if not isinstance(record, dict):
+            continue
+        seen = {k for k, v in record.items() if k not in known and _present(v)}
+        if isinstance(record.get("label"), bool):
+            seen.discard("label")
+        turns = record.get(reader.turns) if reader.turns else None
+        for turn in turns if isinstance(turns, list) else []:
+            if isinstance(turn, dict) and len(turn) > 2:
+                seen.update(f"{reader.turns}[].{k}" for k, v in turn.items() if k not in turn_known and _present(v))
+        for key in seen:
+            counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def describe_unused(path: str | Path, counts: dict[str, int], n_records: int) -> str:
+    """One line naming the keys mmtune did not use, and what it did with them."""
+    keys = ", ".join(f"'{k}' ({n} of {n_records} records)" for k, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+    return f"{path}: key(s) mmtune does not read were ignored (nothing in them is trained on): {keys}"
 
 
 def read_file(path: str | Path, format: str = "auto", *,

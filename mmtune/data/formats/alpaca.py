@@ -10,13 +10,15 @@ come before it. An optional "images" (or "image") list works as in the LLaVA for
 from __future__ import annotations
 
 from mmtune.data.conversation import Conversation, Message
-from mmtune.data.formats.base import field_error, optional, place_images, register_format, require, type_name
+from mmtune.data.formats.base import field_error, field_origin, optional, place_images, register_format, require, type_name
 from mmtune.data.formats.llava import read_images
 
 
 @register_format("alpaca")
 class AlpacaFormat:
     description = '{"instruction": ..., "input": ..., "output": ..., "system": ..., "history": [[q, a], ...]}'
+    keys = ("id", "instruction", "input", "output", "system", "history", "images", "image")
+    turns, turn_keys = None, ()
 
     @staticmethod
     def detect(record: dict) -> bool:
@@ -30,7 +32,7 @@ class AlpacaFormat:
         system = optional(record, "system", str, where)
         history = optional(record, "history", list, where, default=[])
 
-        messages = [Message("system", system)] if system else []
+        messages = [Message("system", system, field_origin("system"))] if system else []
         for i, pair in enumerate(history):
             if not (isinstance(pair, list) and len(pair) == 2):
                 got = f"a list of {len(pair)}" if isinstance(pair, list) else type_name(pair)
@@ -38,9 +40,9 @@ class AlpacaFormat:
             for j, role in enumerate(("user", "assistant")):
                 if not isinstance(pair[j], str):
                     raise field_error(where, f"history[{i}][{j}]", f"value is {type_name(pair[j])}, expected a string")
-                messages.append(Message(role, pair[j]))
-        messages.append(Message("user", f"{instruction}\n{extra}" if extra else instruction))
-        messages.append(Message("assistant", output))
+                messages.append(Message(role, pair[j], field_origin(f"history[{i}][{j}]")))
+        messages.append(Message("user", f"{instruction}\n{extra}" if extra else instruction, field_origin("instruction")))
+        messages.append(Message("assistant", output, field_origin("output")))
         images = read_images(record, where)
         place_images(messages, images, where, "instruction")
         return Conversation(messages, images)

@@ -1,8 +1,10 @@
 """The format registry and the small checks every reader shares.
 
-A reader is a class with `description` (one line for --help) and two static methods,
-`detect(record) -> bool` and `read(record, where) -> Conversation`, registered with
-`@register_format("name")`, which also sets its `name`. `where` is the record's place
+A reader is a class with `description` (one line for --help), `keys` (the record keys it reads),
+`turn_keys` (the keys it reads in each turn, with `turns` the key holding them; both empty for
+single-turn formats) and two static methods, `detect(record) -> bool` and
+`read(record, where) -> Conversation`, registered with `@register_format("name")`, which also sets
+its `name`. `where` is the record's place
 ("file:record N"); readers report a bad field at `f"{where}:{field}"` (= `record_location(file, i, field)`)
 so the user sees file, record and field in one line.
 """
@@ -94,7 +96,7 @@ def read_turns(record: dict, key: str, where: str, *, role_key: str, content_key
         if type(turn) is dict:  # fast path: a well-formed text turn, checked without building field names
             role, content = turn.get(role_key), turn.get(content_key)
             if type(role) is str and role in roles and type(content) is str:
-                messages.append(Message(roles[role], content))
+                messages.append(Message(roles[role], content, _origin(key, i, role_key, content_key)))
                 continue
         field = f"{key}[{i}]"
         if not isinstance(turn, dict):
@@ -105,8 +107,31 @@ def read_turns(record: dict, key: str, where: str, *, role_key: str, content_key
         content = require(turn, content_key, (str, list) if parts else str, where, field=f"{field}.{content_key}")
         if isinstance(content, list):
             content = parts(content, f"{field}.{content_key}")
-        messages.append(Message(role, content))
+        messages.append(Message(role, content, _origin(key, i, role_key, content_key)))
     return messages
+
+
+def _origin(key: str, i: int, role_key: str, content_key: str) -> dict:
+    return {"role": f"{key}[{i}].{role_key}", "content": f"{key}[{i}].{content_key}"}
+
+
+def field_origin(name: str) -> dict:
+    """The origin of a message made from one record key (an Alpaca `output`, a top-level `system`)."""
+    return {"role": name, "content": name}
+
+
+def take_system(record: dict, messages: list[Message], where: str, turns: str) -> None:
+    """A top-level `system` (ShareGPT / LLaMA-Factory) becomes the conversation's system message.
+    A system turn that says something else as well is an error: which one was meant is a guess."""
+    system = optional(record, "system", str, where)
+    if not system or not system.strip():
+        return
+    if messages and messages[0].role == "system":
+        if messages[0].content != system:
+            raise field_error(where, "system", f"record has a 'system' key and a different system turn ({turns}[0])",
+                              hint="keep one of the two system prompts")
+        return
+    messages.insert(0, Message("system", system, field_origin("system")))
 
 
 def count_placeholders(messages: list[Message]) -> int:

@@ -2,13 +2,14 @@
 
     {"id": "0", "image": "a.jpg",            # optional; or a list of paths ("images" also accepted)
      "conversations": [{"from": "human", "value": "<image>\\nWhat is this?"},
-                       {"from": "gpt", "value": "A cat."}]}
+                       {"from": "gpt", "value": "A cat."}],
+     "system": "You are ..."}               # optional (ShareGPT / LLaMA-Factory): the system message
 """
 
 from __future__ import annotations
 
 from mmtune.data.conversation import Conversation
-from mmtune.data.formats.base import field_error, image_paths, place_images, read_turns, register_format
+from mmtune.data.formats.base import field_error, image_paths, place_images, read_turns, register_format, take_system
 
 ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 ROLE_NAMES = {"user": "human", "assistant": "gpt", "system": "system"}  # ours -> LLaVA's, for writing
@@ -16,7 +17,9 @@ ROLE_NAMES = {"user": "human", "assistant": "gpt", "system": "system"}  # ours -
 
 @register_format("llava")
 class LlavaFormat:
-    description = '(also ShareGPT) {"image": ..., "conversations": [{"from": "human"|"gpt", "value": ...}]}'
+    description = '(also ShareGPT) {"image": ..., "conversations": [{"from": "human"|"gpt", "value": ...}], "system": ...}'
+    keys = ("id", "image", "images", "conversations", "system")
+    turns, turn_keys = "conversations", ("from", "value")
 
     @staticmethod
     def detect(record: dict) -> bool:
@@ -26,6 +29,7 @@ class LlavaFormat:
     @staticmethod
     def read(record: dict, where: str) -> Conversation:
         messages = read_turns(record, "conversations", where, role_key="from", content_key="value", roles=ROLES)
+        take_system(record, messages, where, "conversations")
         images = read_images(record, where)
         place_images(messages, images, where, "conversations")
         return Conversation(messages, images)

@@ -22,6 +22,8 @@ IMAGE_REF = re.compile(r"<image_\d+>")
 @register_format("minicpm")
 class MiniCPMFormat:
     description = '{"image": path | {"<image_00>": path}, "conversations": [{"role": ..., "content": ...}]}'
+    keys = ("id", "image", "conversations")
+    turns, turn_keys = "conversations", ("role", "content")
 
     @staticmethod
     def detect(record: dict) -> bool:

@@ -15,7 +15,8 @@ from __future__ import annotations
 from typing import Any
 
 from mmtune.data.conversation import IMAGE_PLACEHOLDER, ROLES, Conversation
-from mmtune.data.formats.base import field_error, image_paths, place_images, read_turns, register_format, require, type_name
+from mmtune.data.formats.base import (field_error, image_paths, place_images, read_turns, register_format, require,
+                                      take_system, type_name)
 
 PART_TYPES = ("text", "image_url", "image")
 ROLE_MAP = {r: r for r in ROLES}
@@ -24,6 +25,8 @@ ROLE_MAP = {r: r for r in ROLES}
 @register_format("openai")
 class OpenAIFormat:
     description = '{"messages": [{"role": "user"|"assistant"|"system", "content": str | [parts]}]}'
+    keys = ("id", "messages", "images", "system")
+    turns, turn_keys = "messages", ("role", "content")
 
     @staticmethod
     def detect(record: dict) -> bool:
@@ -34,6 +37,7 @@ class OpenAIFormat:
         images: list[str | None] = []
         messages = read_turns(record, "messages", where, role_key="role", content_key="content", roles=ROLE_MAP,
                               noun="message", parts=lambda content, field: read_parts(content, images, where, field))
+        take_system(record, messages, where, "messages")
         bare = images.count(None)
         if record.get("images") is not None:
             listed = image_paths(record["images"], where, "images")
