@@ -112,4 +112,25 @@ def load_causal_lm(model_cfg, *, precision: str = "fp32", quantize_4bit: bool = 
     model = load_pretrained(AutoModelForCausalLM, source, "the model", **kwargs)
     if not quantize_4bit:
         model.to(device)
+    elif device == "cpu":
+        keep_4bit_layers_unpacked(model)  # sample chats must not repack what trains (see there)
     return model
+
+
+def keep_4bit_layers_unpacked(model) -> int:
+    """Keep bitsandbytes' generic CPU kernel for every 4-bit layer of a model that trains.
+
+    In eval mode on an AVX512-BF16 CPU, bitsandbytes repacks a Linear4bit's weights for a faster
+    inference kernel (`gemv_4bit`), in place and for good. That kernel has no backward: once a sample
+    chat (a no-grad forward in eval mode) has repacked the layers, training goes through it and the
+    gradients that flow back through the frozen base layers are silently wrong (torch warns "an
+    autograd kernel was not registered"). It also needs in_features divisible by 64, so a 352-wide
+    MLP crashes the first sample chat outright. Returns how many layers were switched."""
+    import bitsandbytes as bnb
+
+    kept = 0
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit) and getattr(module, "support_avx512bf16_for_cpu", False):
+            module.support_avx512bf16_for_cpu = False
+            kept += 1
+    return kept

@@ -25,8 +25,12 @@ def data_file(tmp_path_factory):
 def test_qlora_trains_4bit_base_on_cpu_and_merges(tiny_llama_dir, data_file, tmp_path):
     import bitsandbytes as bnb
 
+    # Sample chats stay on: their eval-mode forward once repacked the 4-bit weights for bitsandbytes'
+    # CPU inference kernel, which crashed on the tiny model's 352-wide MLP and has no backward
+    # (mmtune.models.load.keep_4bit_layers_unpacked).
     recipe = self_cognition_recipe(tiny_llama_dir, data_file, method={"type": "qlora", "lora": {"r": 16, "alpha": 32, "dropout": 0.0}},
-                                   train={"max_steps": 12, "logging_steps": 2, "save_steps": 100}, eval={"evaluation_inputs": []})
+                                   train={"max_steps": 12, "logging_steps": 2, "save_steps": 100},
+                                   eval={"evaluation_inputs": ["who are you?"], "every_n_steps": 6, "max_new_tokens": 8})
     seen = {}
 
     from transformers import TrainerCallback
@@ -35,8 +39,15 @@ def test_qlora_trains_4bit_base_on_cpu_and_merges(tiny_llama_dir, data_file, tmp
         def on_train_begin(self, args, state, control, model=None, **kwargs):
             seen["4bit"] = sum(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())
 
+        def on_step_end(self, args, state, control, model=None, **kwargs):  # after the step-0 sample chat
+            seen.setdefault("packed", 0)
+            seen["packed"] += sum(getattr(m.weight.quant_state, "packing_format_for_cpu", False)
+                                  for m in model.modules() if isinstance(m, bnb.nn.Linear4bit))
+
     result = run_training(recipe, tmp_path / "work", extra_callbacks=[Inspect()])
     assert seen["4bit"] >= 4 * 7  # every linear layer of the 4 decoder layers is 4-bit
+    assert [s["step"] for s in result.samples] == [0, 6, 12]
+    assert seen["packed"] == 0  # trained through the kernel that has a backward
     curve = loss_curve(result)
     assert curve[-1] < curve[0] * 0.7, curve
     adapter = checkpoint_to_hf(recipe, result.final_dir, tmp_path / "adapter")
