@@ -92,10 +92,23 @@ def test_data_check_and_training_name_the_ignored_keys(tmp_path, tiny_qwen2_dir,
     ({"image": "a.jpg", "conversations": [{"from": "human", "value": "<img><IMG_CONTEXT><IMG_CONTEXT></img>\nWhat?"},
                                           {"from": "gpt", "value": "A cat."}]},
      "conversations[0].value", "text holds expanded image tokens <IMG_CONTEXT>"),
+    ({"instruction": "Smile", "output": "Sure \ud83d!"}, "output", "text holds a lone surrogate U+D83D at character 5"),
 ])
 def test_data_sft_cannot_train_right_is_refused_where_it_stands(record, field, reason):
     message = one_error(record)
     assert message.startswith(f"d.json:record 0:{field}: {reason}"), message
+
+
+def test_a_lone_surrogate_from_a_file_is_a_skipped_record_not_a_crash(tmp_path, tiny_qwen2_dir,
+                                                                      isolated_dataset_cache):
+    path = tmp_path / "d.jsonl"  # json.dumps writes the lone surrogate as the escape "\ud83d", as JSON allows
+    path.write_text("".join(json.dumps({"instruction": f"q{i}", "output": "a \ud83d" if i == 3 else "a"}) + "\n"
+                            for i in range(30)))
+    encoded, stats = encode_datasets(recipe(tiny_qwen2_dir, path, max_bad_fraction=0.1).data, tokenizer(tiny_qwen2_dir))
+    assert (stats.bad_records, len(encoded)) == (1, 29)
+    assert check_file(path).errors == [(f"{path}:record 3:output", "text holds a lone surrogate U+D83D at character "
+                                        "2 (half of a character, not valid Unicode) (fix or drop the record; an "
+                                        "export that cut an emoji in two writes these)")]
 
 
 def test_refused_records_are_skipped_and_the_rest_read(tmp_path):

@@ -179,7 +179,7 @@ def _read_one(reader: type, record: Any, where: str) -> Conversation | list[Data
     try:
         refuse_unsupported(record, where)
         conv = reader.read(record, where)
-        refuse_expanded_image_tokens(conv, where)
+        check_text(conv, where)
     except DataError as e:
         return [e]
     conv.source = where
@@ -269,13 +269,21 @@ def _refuse_unsupported_turn(turn: dict, where: str, at: str) -> None:
 EXPANDED_IMAGE_TOKENS = ("<IMG_CONTEXT>",)
 
 
-def refuse_expanded_image_tokens(conv: Conversation, where: str) -> None:
-    """XTuner's InternVL data may hold image tokens already expanded (`<img><IMG_CONTEXT>...</img>`);
-    read as text they would be trained on as words, with no image behind them."""
+def check_text(conv: Conversation, where: str) -> None:
+    """Text a tokenizer would choke on or train wrongly: a lone surrogate (JSON allows "\\ud83d" alone;
+    UTF-8 cannot encode it), and image tokens already expanded as XTuner's InternVL data writes them
+    (`<img><IMG_CONTEXT>...</img>`), which read as text would be trained on as words with no image behind."""
     for i, m in enumerate(conv.messages):
+        at = m.origin["content"] if m.origin else f"messages[{i}].content"
+        if not m.content.isascii():
+            try:
+                m.content.encode("utf-8")
+            except UnicodeEncodeError as e:
+                raise field_error(where, at, f"text holds a lone surrogate U+{ord(m.content[e.start]):04X} at "
+                                             f"character {e.start} (half of a character, not valid Unicode)",
+                                  hint="fix or drop the record; an export that cut an emoji in two writes these") from None
         for token in EXPANDED_IMAGE_TOKENS:
             if token in m.content:
-                at = m.origin["content"] if m.origin else f"messages[{i}].content"
                 raise field_error(where, at, f"text holds expanded image tokens {token} (as XTuner's InternVL "
                                              "data writes them)",
                                   hint=f"write one {IMAGE_PLACEHOLDER} where each image goes; mmtune expands it "
