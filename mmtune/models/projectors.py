@@ -76,7 +76,7 @@ def _llava_processor(tokenizer, image_processor, config, image_token: str, extra
         vision_feature_select_strategy=config.vision_feature_select_strategy,
         image_token=image_token,
         num_additional_image_tokens=extra_tokens,
-        chat_template=tokenizer.chat_template,
+        chat_template=processor_template(tokenizer, image_token),
     )
 
 
@@ -112,7 +112,14 @@ def _resampler_processor(tokenizer, image_processor, config, image_token: str, e
     from mmtune.models.modeling_llava_resampler import LlavaResamplerProcessor
 
     return LlavaResamplerProcessor(image_processor=image_processor, tokenizer=tokenizer, query_nums=config.query_nums,
-                                   image_token=image_token, chat_template=tokenizer.chat_template)
+                                   image_token=image_token, chat_template=processor_template(tokenizer, image_token))
+
+
+def processor_template(tokenizer, image_token: str) -> str | None:
+    """The tokenizer's chat template taking the list content processors are called with."""
+    from mmtune.data.templates import with_content_parts
+
+    return with_content_parts(tokenizer.chat_template, image_token) if tokenizer.chat_template else None
 
 
 register_projector(Projector(

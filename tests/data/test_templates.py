@@ -214,6 +214,30 @@ def test_to_jinja_generation_blocks_mark_the_trained_spans(name):
         assert list(out["assistant_masks"]) == ours
 
 
+@pytest.mark.parametrize("name", list(TEMPLATES))
+def test_to_jinja_takes_list_content_as_processors_send_it(name):
+    """[{"type": "image"}, {"type": "text", ...}] renders as the text training saw: "<image>\\nWhat is it?"."""
+    tok = tokenizer_with(TEMPLATES[name].to_jinja())
+    as_text = [{"role": "system", "content": "Be brief."},
+               {"role": "user", "content": "<image>\nWhat is it?"}, {"role": "assistant", "content": "A cat."},
+               {"role": "user", "content": "And <image> this?\n<image>"}]
+    as_parts = [as_text[0],
+                {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is it?"}]},
+                {"role": "assistant", "content": [{"type": "text", "text": "A cat."}]},
+                {"role": "user", "content": [{"type": "text", "text": "And <image> this?"},
+                                             {"type": "image_url", "image_url": {"url": "b.png"}}]}]
+    for gen in (False, True):
+        assert (tok.apply_chat_template(as_parts, tokenize=False, add_generation_prompt=gen)
+                == tok.apply_chat_template(as_text, tokenize=False, add_generation_prompt=gen))
+
+
+def test_list_content_preamble_is_applied_once():
+    from mmtune.data.templates import with_content_parts
+
+    jinja = TEMPLATES["chatml"].to_jinja()
+    assert with_content_parts(jinja) == jinja
+
+
 # --- trained spans ------------------------------------------------------------------------------
 
 

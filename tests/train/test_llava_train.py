@@ -62,8 +62,16 @@ PLAIN = textwrap.dedent("""
     inputs = processor(images=[Image.open(image_path).convert("RGB")], text=prompt, return_tensors="pt")
     with torch.no_grad():
         logits = model(**inputs).logits[0, -1]
+    # the standard transformers call: list content through the processor's own chat template
+    messages = [{"role": "user", "content": [{"type": "image", "url": image_path},
+                                             {"type": "text", "text": "What colour is the shape?"}]}]
+    listed = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True,
+                                           return_tensors="pt")
+    assert listed["input_ids"].tolist() == inputs["input_ids"].tolist()
+    assert torch.equal(listed["pixel_values"], inputs["pixel_values"])
+    new = model.generate(**listed, max_new_tokens=6, do_sample=False)[0, listed["input_ids"].shape[1]:]
     assert not any(m == "mmtune" or m.startswith("mmtune.") for m in sys.modules)
-    print(json.dumps({"ids": inputs["input_ids"][0].tolist(), "logits": logits.tolist()}))
+    print(json.dumps({"ids": inputs["input_ids"][0].tolist(), "logits": logits.tolist(), "generated": new.tolist()}))
 """)
 
 
@@ -87,6 +95,9 @@ def test_export_loads_in_plain_transformers_with_same_logits(exported):
     with torch.no_grad():
         logits = loaded.model(**inputs).logits[0, -1]
     assert torch.allclose(logits, torch.tensor(plain["logits"]), atol=1e-4)
+    with torch.no_grad():  # and transformers' generate from the list-content prompt answers as mmtune's model does
+        ours = loaded.model.generate(**inputs, max_new_tokens=6, do_sample=False)[0, inputs["input_ids"].shape[1]:]
+    assert plain["generated"] and ours.tolist() == plain["generated"]
 
 
 def test_chat_cli_with_image(exported, capsys):
