@@ -21,11 +21,14 @@
 
 from __future__ import annotations
 
+import math
 import resource
 import sys
 
 import torch
 from transformers import Trainer
+
+from mmtune.errors import MmtuneError
 
 
 def peak_memory() -> dict[str, float]:
@@ -69,6 +72,16 @@ class EpochShuffleSampler(torch.utils.data.Sampler):
         return iter(torch.randperm(self.length, generator=generator).tolist())
 
 
+class Diverged(MmtuneError):
+    """Training produced a NaN or infinite loss or gradient: every rank stops, nothing more is saved."""
+
+    def __init__(self, what: str, step: int, args):
+        super().__init__(f"training diverged at step {step}: {what}",
+                         hint=f"lower train.lr (now {args.learning_rate:g})"
+                              + ("" if args.max_grad_norm > 0 else ", set train.max_grad_norm (clipping is off)")
+                              + ", or check the data; resume from a checkpoint before the step")
+
+
 class MmtuneTrainer(Trainer):
     def __init__(self, *args, shuffle: bool = True, chunked_loss=None, part_lrs=(), **kwargs):
         self.shuffle = shuffle
@@ -94,7 +107,17 @@ class MmtuneTrainer(Trainer):
             loss = loss * (scale if self.args.n_gpu <= 1 else self.args.n_gpu)
         return (loss, outputs) if return_outputs else loss
 
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if not torch.isfinite(loss).all():  # before the optimizer step: no NaN reaches the weights
+            raise Diverged(f"the loss is {loss.float().mean().item()}", self.state.global_step + 1, self.args)
+        return loss
+
     def log(self, logs: dict, *args, **kwargs) -> None:
+        grad_norm = logs.get("grad_norm")
+        # fp16 AMP: an inf/NaN norm is the loss scaler skipping a step, as it should
+        if grad_norm is not None and not math.isfinite(grad_norm) and not self.args.fp16:
+            raise Diverged(f"the gradient norm is {grad_norm}", self.state.global_step, self.args)
         if "loss" in logs or "train_runtime" in logs:  # training entries, not eval ones
             logs = {**logs, **peak_memory()}
         super().log(logs, *args, **kwargs)
