@@ -28,6 +28,7 @@ from mmtune.train.checkpoints import resolve_resume
 from mmtune.train.logs import describe_peak_memory, read_samples, setup_logging
 from mmtune.train.savers import memory_savers
 from mmtune.train.setup import make_trainer
+from mmtune.train.workdir import claim_work_dir
 
 log = logging.getLogger("mmtune.train")
 
@@ -52,8 +53,15 @@ class Run:
 
 
 def run_training(recipe, work_dir: str | Path, *, resume: str | None = None, strategy: Strategy = Strategy(),
-                 extra_callbacks: list | None = None) -> TrainResult:
-    run = start_run(recipe, Path(work_dir), strategy)
+                 extra_callbacks: list | None = None, overwrite: bool = False) -> TrainResult:
+    """Train the recipe into work_dir. A work dir that holds an earlier run's checkpoints or final/
+    needs `resume` (continue it) or `overwrite` (start over); two runs never share one."""
+    with claim_work_dir(Path(work_dir), resume=resume, overwrite=overwrite, is_main=launch.is_main_process()):
+        return _train(recipe, Path(work_dir), resume, strategy, extra_callbacks)
+
+
+def _train(recipe, work_dir: Path, resume, strategy, extra_callbacks) -> TrainResult:
+    run = start_run(recipe, work_dir, strategy)
     eval_set = build_data.eval_set(recipe)  # a bad eval file fails here, before any weights load
     vision = build_model.vision_model(recipe, run.device) if build_model.is_vision(recipe) else None
     tokenizer, template = tokenizer_and_template(recipe, *((vision.tokenizer, vision.processor) if vision else ()))
