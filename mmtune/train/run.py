@@ -25,6 +25,7 @@ from mmtune.rundir import write_meta
 from mmtune.train import launch
 from mmtune.train.build_locks import clear_stale_build_locks
 from mmtune.train.checkpoints import resolve_resume
+from mmtune.train.interrupt import StopOnSignal
 from mmtune.train.logs import describe_peak_memory, read_samples, setup_logging
 from mmtune.train.savers import memory_savers
 from mmtune.train.setup import make_trainer
@@ -68,11 +69,17 @@ def _train(recipe, work_dir: Path, resume, strategy, extra_callbacks) -> TrainRe
     rows, stats = training_rows(recipe, tokenizer, template, vision)
     model = vision.model if vision else build_model.text_model(recipe, run.device)
     resume_from = resume_checkpoint(run.work_dir, resume)
-    trainer = make_trainer(recipe, run, model, tokenizer, template, rows, eval_set, vision, extra_callbacks)
+    stop = StopOnSignal()  # SIGTERM / Ctrl-C: checkpoint at the next step boundary, then stop
+    trainer = make_trainer(recipe, run, model, tokenizer, template, rows, eval_set, vision,
+                           [stop, *(extra_callbacks or [])])
     samples_before = len(read_samples(run.work_dir))
     with memory_savers(trainer, recipe.train, strategy.params_sharded):
         trainer.train(resume_from_checkpoint=resume_from)
     log.info("peak memory: %s", describe_peak_memory())
+    interrupted = stop.outcome(trainer.state)
+    if interrupted is not None:  # the run is not finished: no final/
+        log.warning(interrupted.format())
+        raise interrupted
     final_dir = save_final(trainer, recipe, run.work_dir, tokenizer, vision)
     return TrainResult(run.work_dir, final_dir, stats, trainer.state.log_history,
                        read_samples(run.work_dir)[samples_before:])
