@@ -11,6 +11,7 @@ examples:
 """
 TO_HF_EPILOG = """\
 examples:
+  mmtune convert to-hf work_dirs/nova/final hf_adapter                 # the run's own recipe (config.yaml)
   mmtune convert to-hf my_recipe.yaml work_dirs/nova/final hf_adapter
   mmtune convert pth_to_hf my_recipe.yaml work_dirs/nova/checkpoint-300 hf_300   # XTuner's name
 LoRA/QLoRA runs give a peft adapter dir; full fine-tunes give a full model. The tokenizer is
@@ -31,9 +32,11 @@ def register(sub) -> None:
     commands = p.add_subparsers(dest="convert_command", metavar="COMMAND", required=True)
     for name in ("to-hf", "pth_to_hf"):
         c = add_parser(commands, name, "checkpoint -> plain Hugging Face directory", TO_HF_EPILOG)
-        c.add_argument("config", metavar="CONFIG", help="the recipe the checkpoint was trained with")
-        c.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint-N or final directory of the run")
-        c.add_argument("out", metavar="OUT", help="output directory")
+        c.add_argument("paths", nargs="+", metavar="[CONFIG] CHECKPOINT OUT",
+                       help="the recipe the checkpoint was trained with (optional: the run's work dir keeps it "
+                            "as config.yaml), the checkpoint-N or final directory of the run, and a new or empty "
+                            "output directory")
+        c.add_argument("--overwrite", action="store_true", help="clear a non-empty output directory first")
         add_layout_option(c)
         add_set_option(c)
         c.set_defaults(func=run_to_hf)
@@ -44,6 +47,9 @@ def register(sub) -> None:
     m.add_argument("--max-shard-size", default="5GB", help="largest safetensors shard (default: 5GB)")
     m.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"])
     m.add_argument("--trust-remote-code", action="store_true", help="allow model code shipped with the base model")
+    m.add_argument("--force", action="store_true",
+                   help="merge into a base other than the one the adapter records (the same model elsewhere)")
+    m.add_argument("--overwrite", action="store_true", help="clear a non-empty output directory first")
     add_layout_option(m)
     m.set_defaults(func=run_merge)
 
@@ -57,9 +63,17 @@ def add_layout_option(parser) -> None:
 
 def run_to_hf(args) -> int:
     from mmtune.config.load import load_config
+    from mmtune.errors import MmtuneError
     from mmtune.export.to_hf import checkpoint_to_hf
 
-    out = checkpoint_to_hf(load_config(args.config, args.set), args.checkpoint, args.out, layout=args.layout)
+    if len(args.paths) not in (2, 3):
+        raise MmtuneError(f"to-hf takes [CONFIG] CHECKPOINT OUT, got {len(args.paths)} path(s)",
+                          hint="e.g. mmtune convert to-hf work_dirs/run/final hf_out")
+    *config, checkpoint, out_dir = args.paths
+    if not config and args.set:
+        raise MmtuneError("--set changes a recipe, and none was given", hint="give the recipe: [CONFIG] CHECKPOINT OUT")
+    recipe = load_config(config[0], args.set) if config else None
+    out = checkpoint_to_hf(recipe, checkpoint, out_dir, layout=args.layout, overwrite=args.overwrite)
     print(f"exported to {out}")
     return 0
 
@@ -68,6 +82,7 @@ def run_merge(args) -> int:
     from mmtune.export.merge import merge_adapter
 
     out = merge_adapter(args.base, args.adapter, args.out, max_shard_size=args.max_shard_size,
-                        dtype=args.dtype, trust_remote_code=args.trust_remote_code, layout=args.layout)
+                        dtype=args.dtype, trust_remote_code=args.trust_remote_code, layout=args.layout,
+                        force=args.force, overwrite=args.overwrite)
     print(f"merged model written to {out}")
     return 0

@@ -15,6 +15,7 @@ from pathlib import Path
 from mmtune.builders.model import is_vision
 from mmtune.builders.tokenizer import tokenizer_and_template
 from mmtune.errors import MmtuneError
+from mmtune.export.checks import check_same_run, prepare_out_dir, run_recipe, verify_weights
 from mmtune.export.layout import LAYOUTS, plain_tokenizer_config, save_model
 from mmtune.models.load import load_pretrained, load_tokenizer
 from mmtune.rundir import has_tokenizer, has_weights, is_adapter_dir, is_unconsolidated_zero_checkpoint, read_meta, write_meta
@@ -41,12 +42,20 @@ def export_tokenizer(recipe, checkpoint: Path, out: Path) -> None:
     tokenizer.save_pretrained(str(out))
 
 
-def checkpoint_to_hf(recipe, checkpoint: str | Path, out: str | Path, *, layout: str = "llama") -> Path:
+def checkpoint_to_hf(recipe, checkpoint: str | Path, out: str | Path, *, layout: str = "llama",
+                     overwrite: bool = False) -> Path:
     """`checkpoint` as a plain Hugging Face directory, in `layout` (export/layout.py: `llama`, what
     every tool loads; `internlm2`, InternLM2's own layout, for a model trained from an InternLM2
-    checkpoint)."""
+    checkpoint). `recipe` None: the run's own (its work dir's config.yaml); a recipe for another base
+    model or method is refused. `out` must be new or empty (`overwrite` clears it), and every weights
+    file, read and written, is checked whole before the export is reported."""
     checkpoint, out = Path(checkpoint), Path(out)
     check_checkpoint(checkpoint)
+    if recipe is None:
+        recipe = run_recipe(checkpoint)
+    else:
+        check_same_run(recipe, checkpoint)
+    verify_weights(checkpoint)
     if layout not in LAYOUTS:
         raise MmtuneError(f"unknown layout {layout!r}", hint=f"one of {', '.join(LAYOUTS)}")
     vision = is_vision(recipe)
@@ -54,7 +63,7 @@ def checkpoint_to_hf(recipe, checkpoint: str | Path, out: str | Path, *, layout:
         raise MmtuneError(f"a LoRA adapter cannot be written in the {layout} layout (its q/k/v adapters have no "
                           "place in a fused wqkv)",
                           hint=f"export the adapter, then merge it: mmtune convert merge BASE ADAPTER OUT --layout {layout}")
-    out.mkdir(parents=True, exist_ok=True)
+    prepare_out_dir(out, checkpoint, overwrite=overwrite)
     if vision:  # one merged model + processor (or a LLaVA's pretrained projector)
         from mmtune.export.vlm import export_vlm
 
@@ -78,6 +87,7 @@ def checkpoint_to_hf(recipe, checkpoint: str | Path, out: str | Path, *, layout:
     meta = read_meta(checkpoint) or {}
     meta.update({"base_model": recipe.model.path, "template": recipe.data.template, "exported_from": str(checkpoint)})
     write_meta(out, meta)
+    verify_weights(out)
     log.info("exported %s to %s", kind, out)
     return out
 

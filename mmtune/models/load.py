@@ -8,7 +8,9 @@ naming what and where.
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 from pathlib import Path
 
 import torch
@@ -32,11 +34,58 @@ def pick_device(requested: str = "auto") -> str:
 
 
 def check_source(path: str) -> None:
-    """A path that looks local (absolute, ./, ~, or existing) must exist; anything else may be a hub id."""
+    """A path that looks local must exist; a hub id must be cached or the hub reachable.
+
+    Local-looking: absolute, ./ ../ ~, existing, more than two parts (a hub id is NAME or ORG/NAME),
+    or a first part that is a local folder (`work_dirs/run`). For anything else, a hub id that is
+    not in the local cache while the hub cannot be reached is one line at once, instead of
+    transformers' retries (tens of seconds) and a message about connections."""
     p = Path(path)
-    looks_local = p.is_absolute() or path.startswith((".", "~")) or p.exists()
-    if looks_local and not p.expanduser().exists():
-        raise MmtuneError(f"path {path!r} does not exist", hint="give a local directory or a hub id")
+    parts = p.parts
+    looks_local = (p.is_absolute() or path.startswith((".", "~")) or p.exists() or len(parts) > 2 or "\\" in path
+                   or (len(parts) == 2 and Path(parts[0]).is_dir()))
+    if looks_local:
+        if not p.expanduser().exists():
+            raise MmtuneError(f"path {path!r} does not exist", hint="give a local directory or a hub id")
+        return
+    if hub_cached(path):
+        return
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        raise MmtuneError(f"{path!r} is neither a local directory nor in the Hugging Face cache (HF_HUB_OFFLINE is set)",
+                          hint="give the model's local directory, or download it with the hub reachable")
+    host = hub_host()
+    if not hub_reachable(host):
+        raise MmtuneError(f"{path!r} is not a local directory, and the Hugging Face hub ({host}) cannot be reached to "
+                          "download it", hint="check the path; give a local directory, or set HF_HUB_OFFLINE=1 to "
+                                              "use only models already in the cache")
+
+
+def hub_cached(repo_id: str) -> bool:
+    """Whether the hub cache holds a snapshot of the model repo."""
+    from huggingface_hub import constants
+
+    snapshots = Path(constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}" / "snapshots"
+    return snapshots.is_dir() and any(snapshots.iterdir())
+
+
+def hub_host() -> str:
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    return urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+
+
+@functools.lru_cache(maxsize=None)
+def hub_reachable(host: str, timeout: float = 3.0) -> bool:
+    """A TCP connection to the hub opens within `timeout` seconds (no request is sent)."""
+    import socket
+
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 def load_pretrained(loader, source, what: str, *args, hint: str | None = None, **kwargs):

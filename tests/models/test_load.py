@@ -26,3 +26,30 @@ def test_a_directory_without_a_model_is_one_line_naming_what_and_where(tmp_path)
     message = info.value.format()
     assert message.startswith(f"cannot load the base model from '{tmp_path / 'empty'}': ")
     assert message.endswith("(point at a model dir)") and "\n" not in message
+
+
+@pytest.mark.parametrize("source", ["work_dirs/missing", "a/b/c", "./gone", "~/gone-model"])
+def test_local_looking_paths_are_checked_locally_without_the_hub(tmp_path, monkeypatch, source):
+    from mmtune.models import load
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "work_dirs").mkdir()  # `work_dirs/missing` is local: its first part is a local folder
+    monkeypatch.setattr(load, "hub_reachable", lambda host: pytest.fail("the hub was asked about a local path"))
+    with pytest.raises(MmtuneError, match=f"path '{source}' does not exist"):
+        load.check_source(source)
+
+
+def test_a_hub_id_with_the_hub_unreachable_is_one_line_suggesting_offline_mode(tmp_path, monkeypatch):
+    from mmtune.models import load
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(load, "hub_reachable", lambda host: False)
+    with pytest.raises(MmtuneError, match="'org/model' is not a local directory, and the Hugging Face hub") as info:
+        load_pretrained(AutoTokenizer, "org/model", "the tokenizer")
+    assert "HF_HUB_OFFLINE=1" in info.value.hint
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(MmtuneError, match="neither a local directory nor in the Hugging Face cache"):
+        load.check_source("org/model")
+    monkeypatch.setattr(load, "hub_cached", lambda repo: True)  # a cached hub model loads offline
+    load.check_source("org/model")

@@ -1,0 +1,103 @@
+"""What export is given and what it writes, checked: the recipe is the run's own, the output
+directory holds nothing an export could mix with, and every weights file written is whole.
+
+    recipe = run_recipe(checkpoint)            # WORK_DIR/config.yaml, the resolved recipe of the run
+    check_same_run(recipe, checkpoint)         # a recipe for another base model or method is refused
+    prepare_out_dir(out, checkpoint, overwrite=False)
+    verify_weights(out)                        # after writing: a truncated file is an error, not "exported"
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import struct
+from pathlib import Path
+
+from mmtune.errors import MmtuneError
+from mmtune.rundir import read_meta
+
+log = logging.getLogger("mmtune.export")
+
+
+def run_recipe(checkpoint: Path):
+    """The recipe a checkpoint-N or final/ directory was trained with: its work dir's config.yaml."""
+    from mmtune.config.load import load_config
+
+    config = checkpoint.parent / "config.yaml"
+    if not config.is_file():
+        raise MmtuneError(f"{str(checkpoint)!r} has no config.yaml in its work dir to say how it was trained",
+                          hint="give the recipe first: mmtune convert to-hf RECIPE CHECKPOINT OUT")
+    return load_config(str(config))
+
+
+def check_same_run(recipe, checkpoint: Path) -> None:
+    """Refuse a recipe whose base model or method is not the checkpoint's (the export would pair the
+    weights with the wrong base); name other sections that differ from the run's config.yaml."""
+    meta = read_meta(checkpoint) or {}
+    trained = meta.get("base_model")
+    if trained and trained != recipe.model.path and Path(trained).resolve() != Path(recipe.model.path).resolve():
+        raise MmtuneError(f"the recipe's base model {recipe.model.path!r} is not the one {str(checkpoint)!r} was "
+                          f"trained on ({trained!r})",
+                          hint="leave the recipe out to use the run's own (its work dir's config.yaml)")
+    if meta.get("method") and meta["method"] != recipe.method.type:
+        raise MmtuneError(f"the recipe's method {recipe.method.type!r} is not the one {str(checkpoint)!r} was "
+                          f"trained with ({meta['method']!r})",
+                          hint="leave the recipe out to use the run's own (its work dir's config.yaml)")
+    config = checkpoint.parent / "config.yaml"
+    if config.is_file():
+        from mmtune.config.load import load_config
+
+        ran = load_config(str(config))
+        differ = [name for name in ("model", "data", "method") if getattr(ran, name) != getattr(recipe, name)]
+        if differ:
+            log.warning("the recipe's %s section(s) differ from the run's %s; exporting with the recipe given",
+                        "/".join(differ), config)
+
+
+def prepare_out_dir(out: Path, checkpoint: Path, *, overwrite: bool) -> None:
+    """`out` must be new or empty (an export into a dir holding an older adapter or model would leave
+    its files to be loaded with the new ones); `overwrite` clears it. Never the checkpoint itself."""
+    src = checkpoint.resolve()
+    if out.exists() and (out.resolve() == src or out.resolve() in src.parents):
+        raise MmtuneError(f"output dir {str(out)!r} holds the checkpoint being exported",
+                          hint="give a new directory for the export")
+    if out.exists() and not out.is_dir():
+        raise MmtuneError(f"output {str(out)!r} is a file, not a directory")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise MmtuneError(f"output dir {str(out)!r} is not empty",
+                              hint="give a new directory, or --overwrite to clear it first")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def verify_weights(directory: Path) -> None:
+    """Every safetensors file in `directory` (and each shard an index names) is whole: its header
+    reads and the file is as long as the header says. A truncated or missing file is an error."""
+    directory = Path(directory)
+    for index in directory.glob("*.safetensors.index.json"):
+        for shard in sorted(set(json.loads(index.read_text())["weight_map"].values())):
+            if not (directory / shard).is_file():
+                raise MmtuneError(f"{index} names {shard}, which was not written")
+    for path in sorted(directory.glob("*.safetensors")):
+        check_safetensors(path)
+
+
+def check_safetensors(path: Path) -> None:
+    size = path.stat().st_size
+    try:
+        with path.open("rb") as f:
+            (header_len,) = struct.unpack("<Q", f.read(8))
+            if header_len > size:
+                raise ValueError("header longer than the file")
+            header = json.loads(f.read(header_len))
+        end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+    except (struct.error, ValueError, KeyError, TypeError) as e:
+        raise MmtuneError(f"{path} is not a readable safetensors file ({e})", hint="the file is damaged: export "
+                          "again from a good checkpoint") from None
+    if 8 + header_len + end != size:
+        raise MmtuneError(f"{path} is truncated: {size} bytes, its header describes {8 + header_len + end}",
+                          hint="the file is damaged (a full disk, an interrupted copy): export again from a good "
+                               "checkpoint")
