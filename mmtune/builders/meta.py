@@ -32,3 +32,12 @@ def run_meta(recipe) -> dict:
             "slice": recipe.data.slice.model_dump() if recipe.data.slice else None,
         })
     return meta
+
+
+def resume_facts(recipe) -> dict:
+    """What `--resume` compares with the checkpoint it resumes: the resolved recipe and the content of
+    each data file (a digest)."""
+    from mmtune.data.dataset import file_digest
+
+    return {"recipe": recipe.model_dump(mode="json"),
+            "data_files": {d.path: file_digest(d.path) for d in recipe.data.datasets}}

@@ -27,6 +27,8 @@ def register(sub) -> None:
     p.add_argument("config", metavar="CONFIG", help="recipe YAML file or built-in recipe name (see list-cfg)")
     p.add_argument("--work-dir", help="output directory (default: recipe work_dir or work_dirs/<recipe name>)")
     p.add_argument("--resume", metavar="auto|PATH", help="resume from the newest checkpoint (auto) or a checkpoint dir")
+    p.add_argument("--resume-changed", action="store_true",
+                   help="resume although the recipe or data changed since the checkpoint (the changes are logged)")
     p.add_argument("--overwrite", action="store_true",
                    help="start over in a work dir that holds an earlier run (deletes its checkpoints and final/)")
     p.add_argument("--deepspeed", metavar="zero1|zero2|zero2_offload|zero3|zero3_offload|FILE",
@@ -57,7 +59,8 @@ def run(args) -> int:
     plan = launch.plan_from_env()  # NPROC_PER_NODE=N ...: run this command again under torchrun
     if plan is not None:
         return launch.launch(plan, worker_args(args, work_dir))
-    result = run_training(recipe, work_dir, resume=args.resume, strategy=strategy, overwrite=args.overwrite)
+    result = run_training(recipe, work_dir, resume=args.resume, strategy=strategy, overwrite=args.overwrite,
+                          resume_changed=args.resume_changed)
     launch.finish()
     if launch.is_main_process():
         print(f"done: final model in {result.final_dir}")
@@ -74,6 +77,8 @@ def worker_args(args, work_dir: str) -> list[str]:
         out.append("--fsdp-offload")
     if args.overwrite:
         out.append("--overwrite")
+    if args.resume_changed:
+        out.append("--resume-changed")
     for item in args.set:
         out += ["--set", item]
     return out

@@ -132,7 +132,7 @@ def summarise_reasons(problems: list[DataError], most: int = 5) -> str:
     return text + (f"; and {len(ranked) - most} other reason(s)" if len(ranked) > most else "")
 
 
-def _file_digest(path: str) -> str:
+def file_digest(path: str) -> str:
     h = hashlib.sha1()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -152,7 +152,7 @@ def cache_key(data_cfg, tokenizer, image_spec=None) -> str:
     parts = {
         "images": repr(image_spec),
         "format": CACHE_FORMAT,
-        "files": [(_file_digest(d.path), d.format, d.repeat) for d in data_cfg.datasets],
+        "files": [(file_digest(d.path), d.format, d.repeat) for d in data_cfg.datasets],
         "tokenizer": tokenizer_digest(tokenizer),
         "chat_template": tokenizer.chat_template if template == "auto" else None,
         "template": template,

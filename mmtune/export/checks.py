@@ -12,11 +12,10 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import struct
 from pathlib import Path
 
 from mmtune.errors import MmtuneError
-from mmtune.rundir import read_meta
+from mmtune.rundir import read_meta, safetensors_problem
 
 log = logging.getLogger("mmtune.export")
 
@@ -86,18 +85,8 @@ def verify_weights(directory: Path) -> None:
 
 
 def check_safetensors(path: Path) -> None:
-    size = path.stat().st_size
-    try:
-        with path.open("rb") as f:
-            (header_len,) = struct.unpack("<Q", f.read(8))
-            if header_len > size:
-                raise ValueError("header longer than the file")
-            header = json.loads(f.read(header_len))
-        end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
-    except (struct.error, ValueError, KeyError, TypeError) as e:
-        raise MmtuneError(f"{path} is not a readable safetensors file ({e})", hint="the file is damaged: export "
-                          "again from a good checkpoint") from None
-    if 8 + header_len + end != size:
-        raise MmtuneError(f"{path} is truncated: {size} bytes, its header describes {8 + header_len + end}",
-                          hint="the file is damaged (a full disk, an interrupted copy): export again from a good "
-                               "checkpoint")
+    problem = safetensors_problem(path)
+    if problem is None:
+        return
+    damaged = "the file is damaged (a full disk, an interrupted copy): export again from a good checkpoint"
+    raise MmtuneError(f"{path} {problem}", hint=damaged)

@@ -12,7 +12,7 @@ from transformers.trainer_callback import ProgressCallback
 
 from mmtune.data.conversation import IMAGE_PLACEHOLDER, Message
 from mmtune.errors import MmtuneError
-from mmtune.rundir import write_meta
+from mmtune.rundir import write_manifest, write_meta
 from mmtune.infer.engine import GenerationSettings, generate_reply
 
 log = logging.getLogger("mmtune.train")
@@ -132,16 +132,19 @@ def write_loss_curve(log_history: list[dict], out_dir: Path) -> Path | None:
 
 
 class MetaCallback(TrainerCallback):
-    """Store what export and chat need (recipe, template) inside every checkpoint."""
+    """Store what export and chat need (recipe, template) inside every checkpoint, then, as the last
+    write, its manifest: every file with its size, and what resume compares (`resume_facts`)."""
 
-    def __init__(self, meta: dict):
+    def __init__(self, meta: dict, resume_facts: dict | None = None):
         self.meta = meta
+        self.resume_facts = resume_facts or {}
 
     def on_save(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
             ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             if ckpt.is_dir():
                 write_meta(ckpt, self.meta)
+                write_manifest(ckpt, self.resume_facts)
 
 
 class QuietProgressCallback(ProgressCallback):

@@ -15,7 +15,7 @@ from pathlib import Path
 from mmtune.builders import data as build_data
 from mmtune.builders import model as build_model
 from mmtune.builders.arguments import training_arguments
-from mmtune.builders.meta import run_meta
+from mmtune.builders.meta import resume_facts, run_meta
 from mmtune.builders.tokenizer import tokenizer_and_template
 from mmtune.config.load import dump_config
 from mmtune.config.strategy import Strategy
@@ -24,7 +24,7 @@ from mmtune.models.load import pick_device
 from mmtune.rundir import write_meta
 from mmtune.train import launch
 from mmtune.train.build_locks import clear_stale_build_locks
-from mmtune.train.checkpoints import resolve_resume
+from mmtune.train.checkpoints import check_resume_fits, resolve_resume
 from mmtune.train.interrupt import StopOnSignal
 from mmtune.train.logs import describe_peak_memory, read_samples, setup_logging
 from mmtune.train.savers import memory_savers
@@ -54,21 +54,28 @@ class Run:
 
 
 def run_training(recipe, work_dir: str | Path, *, resume: str | None = None, strategy: Strategy = Strategy(),
-                 extra_callbacks: list | None = None, overwrite: bool = False) -> TrainResult:
+                 extra_callbacks: list | None = None, overwrite: bool = False,
+                 resume_changed: bool = False) -> TrainResult:
     """Train the recipe into work_dir. A work dir that holds an earlier run's checkpoints or final/
-    needs `resume` (continue it) or `overwrite` (start over); two runs never share one."""
+    needs `resume` (continue it) or `overwrite` (start over); two runs never share one. A resume
+    with another recipe or data than the checkpoint's is refused unless `resume_changed`."""
     with claim_work_dir(Path(work_dir), resume=resume, overwrite=overwrite, is_main=launch.is_main_process()):
-        return _train(recipe, Path(work_dir), resume, strategy, extra_callbacks)
+        return _train(recipe, Path(work_dir), resume, strategy, extra_callbacks, resume_changed)
 
 
-def _train(recipe, work_dir: Path, resume, strategy, extra_callbacks) -> TrainResult:
+def _train(recipe, work_dir: Path, resume, strategy, extra_callbacks, resume_changed=False) -> TrainResult:
+    # checked before config.yaml is rewritten and before anything is tokenized or loaded
+    resume_from = resolve_resume(work_dir, resume)
+    if resume_from:
+        check_resume_fits(resume_from, resume_facts(recipe), resume_changed)
     run = start_run(recipe, work_dir, strategy)
+    if resume == "auto":
+        log.info("resuming from %s" % resume_from if resume_from else "no complete checkpoint in the work dir: starting fresh")
     eval_set = build_data.eval_set(recipe)  # a bad eval file fails here, before any weights load
     vision = build_model.vision_model(recipe, run.device) if build_model.is_vision(recipe) else None
     tokenizer, template = tokenizer_and_template(recipe, *((vision.tokenizer, vision.processor) if vision else ()))
     rows, stats = training_rows(recipe, tokenizer, template, vision)
     model = vision.model if vision else build_model.text_model(recipe, run.device)
-    resume_from = resume_checkpoint(run.work_dir, resume)
     stop = StopOnSignal()  # SIGTERM / Ctrl-C: checkpoint at the next step boundary, then stop
     trainer = make_trainer(recipe, run, model, tokenizer, template, rows, eval_set, vision,
                            [stop, *(extra_callbacks or [])])
@@ -116,13 +123,6 @@ def training_rows(recipe, tokenizer, template, vision=None):
              stats.records, stats.bad_records, stats.samples, stats.tokens, stats.trained_tokens,
              stats.truncated, stats.dropped_overlong, stats.rows, " (packed)" if rows.pack else "")
     return rows, stats
-
-
-def resume_checkpoint(work_dir: Path, resume: str | None) -> str | None:
-    resume_from = resolve_resume(work_dir, resume)
-    if resume == "auto":
-        log.info("resuming from %s" % resume_from if resume_from else "no complete checkpoint in the work dir: starting fresh")
-    return resume_from
 
 
 def save_final(trainer, recipe, work_dir: Path, tokenizer, vision=None) -> Path:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from mmtune.builders.meta import run_meta
+from mmtune.builders.meta import resume_facts, run_meta
 from mmtune.builders.model import sample_images
 from mmtune.data.collate import FlatCollator, ImageBatch, PaddingCollator
 from mmtune.models.families import base_model, image_token_id_of
@@ -56,7 +56,7 @@ def make_trainer(recipe, run, model, tokenizer, template, rows, eval_set=None, v
             ReleaseHostMemoryCallback(),  # after the sample chats' on_train_begin
             cb.ReadableLogCallback(),
             cb.LossPlotCallback(run.work_dir),
-            cb.MetaCallback(run_meta(recipe)),
+            cb.MetaCallback(run_meta(recipe), resume_facts(recipe)),
             TensorBoardCallback(tb_writer=SummaryWriter(str(run.work_dir / "tensorboard"))
                                 if launch.is_main_process() else None),
             *(extra_callbacks or []),
