@@ -18,7 +18,7 @@ PACKAGE = Path(mmtune.__file__).parent
 # From the ground floor up; a module may import its own package and the floors below.
 FLOORS = [
     {"mmtune", "errors", "rundir", "constants", "warning_filters"},
-    {"config"},
+    {"config", "jinja_content"},
     {"data", "models"},
     {"builders", "estimate"},
     {"infer"},

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mmtune.constants import IMAGE_PLACEHOLDER  # noqa: F401  (the readers' placeholder, imported from here)
+
 ROLES = ("system", "user", "assistant")
-IMAGE_PLACEHOLDER = "<image>"
 
 
 @dataclass

@@ -117,7 +117,7 @@ def _resampler_processor(tokenizer, image_processor, config, image_token: str, e
 
 def processor_template(tokenizer, image_token: str) -> str | None:
     """The tokenizer's chat template taking the list content processors are called with."""
-    from mmtune.data.templates import with_content_parts
+    from mmtune.jinja_content import with_content_parts
 
     return with_content_parts(tokenizer.chat_template, image_token) if tokenizer.chat_template else None
 
