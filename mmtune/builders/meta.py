@@ -34,10 +34,13 @@ def run_meta(recipe) -> dict:
     return meta
 
 
-def resume_facts(recipe) -> dict:
-    """What `--resume` compares with the checkpoint it resumes: the resolved recipe and the content of
-    each data file (a digest)."""
+def resume_facts(recipe, world_size: int = 1) -> dict:
+    """What `--resume` compares with the checkpoint it resumes: the resolved recipe, the global batch
+    (micro-batch x accumulation x processes: the layout may change, the batch may not) and the
+    content of each data file (a digest)."""
     from mmtune.data.dataset import file_digest
 
+    t = recipe.train
     return {"recipe": recipe.model_dump(mode="json"),
+            "global_batch": t.micro_batch_size * t.gradient_accumulation * world_size,
             "data_files": {d.path: file_digest(d.path) for d in recipe.data.datasets}}

@@ -5,7 +5,8 @@ checkpoint holds is in mmtune.rundir.
 one it skipped and why; a path that is not whole is a one-line refusal. Resuming compares the
 recipe and the data files with what the checkpoint recorded: a change (another lr, another data
 file) would silently mix two runs, so it is refused, listing what differs, unless `resume_changed`.
-Settings that only say how long to go on or how often to save and log may change freely.
+Settings that only say how long to go on, how often to save and log, or how the same global batch
+is computed (micro-batch and accumulation, devices, memory savers) may change freely.
 """
 
 from __future__ import annotations
@@ -18,9 +19,12 @@ from mmtune.rundir import checkpoint_problem, list_checkpoints, read_manifest
 
 log = logging.getLogger("mmtune.train")
 
-# recipe keys a resume may change: how far to go, how often to save, log and sample
+# recipe keys a resume may change: how far to go; how often to save, log and sample; how the same
+# global batch is laid out (compared as a whole) and which memory savers or devices compute it
 FREE_TO_CHANGE = ("name", "work_dir", "train.max_steps", "train.epochs", "train.save_steps", "train.save_total_limit",
-                  "train.logging_steps", "eval.")
+                  "train.logging_steps", "eval.", "train.micro_batch_size", "train.gradient_accumulation",
+                  "train.device", "train.gradient_checkpointing", "train.chunked_loss", "train.fused_layers",
+                  "data.num_proc")
 
 
 def resolve_resume(work_dir: Path, resume: str | None) -> str | None:
@@ -51,6 +55,9 @@ def check_resume_fits(checkpoint: str, facts: dict, resume_changed: bool = False
         for key in sorted(set(old) | set(new)):
             if old.get(key) != new.get(key) and not key.startswith(FREE_TO_CHANGE):
                 changes.append(f"{key}: {old.get(key)!r} -> {new.get(key)!r}")
+    if "global_batch" in recorded and recorded["global_batch"] != facts["global_batch"]:
+        changes.append(f"global batch (micro_batch_size x gradient_accumulation x processes): "
+                       f"{recorded['global_batch']} -> {facts['global_batch']}")
     for path, digest in (recorded.get("data_files") or {}).items():
         now = facts["data_files"].get(path)
         if now is None:

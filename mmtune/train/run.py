@@ -67,7 +67,7 @@ def _train(recipe, work_dir: Path, resume, strategy, extra_callbacks, resume_cha
     # checked before config.yaml is rewritten and before anything is tokenized or loaded
     resume_from = resolve_resume(work_dir, resume)
     if resume_from:
-        check_resume_fits(resume_from, resume_facts(recipe), resume_changed)
+        check_resume_fits(resume_from, resume_facts(recipe, launch.world_size()), resume_changed)
     run = start_run(recipe, work_dir, strategy)
     if resume == "auto":
         log.info("resuming from %s" % resume_from if resume_from else "no complete checkpoint in the work dir: starting fresh")

@@ -56,7 +56,7 @@ def make_trainer(recipe, run, model, tokenizer, template, rows, eval_set=None, v
             ReleaseHostMemoryCallback(),  # after the sample chats' on_train_begin
             cb.ReadableLogCallback(),
             cb.LossPlotCallback(run.work_dir),
-            cb.MetaCallback(run_meta(recipe), resume_facts(recipe)),
+            cb.MetaCallback(run_meta(recipe), resume_facts(recipe, launch.world_size())),
             TensorBoardCallback(tb_writer=SummaryWriter(str(run.work_dir / "tensorboard"))
                                 if launch.is_main_process() else None),
             *(extra_callbacks or []),

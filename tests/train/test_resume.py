@@ -119,3 +119,17 @@ def test_a_resume_with_another_recipe_or_data_is_refused_listing_the_changes(cra
     run_training(short, tmp_work, extra_callbacks=[CrashAt(2)])
     resumed = run_training(changed, again, resume="auto", resume_changed=True)  # asked for: goes on
     assert max(losses(resumed.log_history)) == 12
+
+
+def test_the_global_batch_may_be_laid_out_anew_but_not_changed(crashed):
+    from mmtune.builders.meta import resume_facts
+    from mmtune.train.checkpoints import check_resume_fits
+
+    short, work = crashed  # micro-batch 1 x accumulation 1 (self_cognition_recipe), one process
+    t = short.train
+    ckpt = str(work / "checkpoint-4")
+    relaid = short.model_copy(update={"train": t.model_copy(update={"micro_batch_size": t.micro_batch_size * 2})})
+    check_resume_fits(ckpt, resume_facts(relaid, world_size=1) | {"global_batch": resume_facts(short)["global_batch"]})
+    with pytest.raises(MmtuneError, match=r"global batch .*: \d+ -> \d+"):
+        check_resume_fits(ckpt, resume_facts(relaid, world_size=1))
+    check_resume_fits(ckpt, resume_facts(short, world_size=1))  # unchanged
