@@ -45,6 +45,12 @@ def _add_options(p, default_port: int) -> None:
     p.add_argument("--served-model-name", help="model id in the API (default: the adapter's or model's directory name)")
     p.add_argument("--max-tokens", type=int, default=512, help="answer length when a request sets none (default: 512)")
     p.add_argument("--max-image-mb", type=float, default=20.0, help="largest accepted image (default: 20)")
+    p.add_argument("--max-image-mp", type=float, default=50.0,
+                   help="most pixels per image, in megapixels, checked before decoding (default: 50)")
+    p.add_argument("--max-images", type=int, default=8, help="most images in one request (default: 8)")
+    p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
+                   help="let browser pages on ORIGIN (e.g. http://localhost:3000) call the API (CORS; off by default; "
+                        "repeatable)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--trust-remote-code", action="store_true", help="allow model code shipped with the model")
 
@@ -71,6 +77,21 @@ def _is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
+def check_port_free(host: str, port: int) -> None:
+    """Bind the address once and let it go: a port in use is one line now, not a uvicorn error after
+    the model has loaded."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: TIME_WAIT is no conflict
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            raise MmtuneError(f"cannot listen on {host}:{port}: {e.strerror or e}",
+                              hint="another server uses the port: pick another with --port") from None
+
+
 def prefer_passive_openmp() -> None:
     """OpenMP helper threads that spin between the many small ops of token-by-token generation take
     the cores the server needs: measured on a shared 2-core CPU, 16 clients x 2 requests took 20-64 s
@@ -83,18 +104,21 @@ def prefer_passive_openmp() -> None:
 def run(args) -> int:
     prefer_passive_openmp()
     from mmtune.infer.load import load_for_inference
-    from mmtune.infer.server import ServerSettings, run_server
+    from mmtune.infer.server import ServerSettings, allowed_hosts_for, run_server
 
     if args.max_concurrency < 1:
         raise MmtuneError("--max-concurrency must be at least 1")
     if not _is_loopback(args.host) and not args.api_key:
         log.warning("serving on %s without --api-key: anyone who can reach this address can use the model", args.host)
+    check_port_free(args.host, args.port)  # before minutes of loading, not after
     loaded = load_for_inference(args.model, adapter=args.adapter, template=args.prompt_template,
                                 device=args.device, trust_remote_code=args.trust_remote_code)
     settings = ServerSettings(
         model_id=args.served_model_name or served_name(args.model, args.adapter), api_key=args.api_key,
         max_concurrency=args.max_concurrency, default_max_tokens=args.max_tokens,
-        max_image_bytes=int(args.max_image_mb * 2**20), ui=args.ui,
+        max_image_bytes=int(args.max_image_mb * 2**20), max_image_pixels=int(args.max_image_mp * 1e6),
+        max_images=args.max_images, ui=args.ui, allowed_hosts=allowed_hosts_for(args.host),
+        allow_origins=tuple(args.allow_origin),
     )
     base = f"http://{args.host}:{args.port}"
     print(f"serving {settings.model_id!r} at {base}/v1" + (f" — chat page at {base}/" if args.ui else ""), flush=True)

@@ -26,16 +26,18 @@ class APIError(Exception):
     """An error answered in OpenAI's shape: {"error": {"message", "type", "param", "code"}}."""
 
     def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None,
-                 type: str = "invalid_request_error"):
+                 type: str = "invalid_request_error", headers: dict | None = None):
         super().__init__(message)
         self.status, self.message, self.param, self.code, self.type = status, message, param, code, type
+        self.headers = headers
 
     def body(self) -> dict:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: JSON types as sent ("stream": "yes" or "max_tokens": "5" is a 400, not a guess)
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class ImageURL(_Strict):
@@ -91,7 +93,7 @@ class ChatRequest(_Strict):
     max_tokens: int | None = Field(default=None, ge=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)  # OpenAI's newer name for max_tokens
     stop: Union[str, list[str], None] = None
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=-(2**63), le=2**64 - 1)  # the range torch's generators take
     stream: bool = False
     stream_options: StreamOptions | None = None
 
@@ -139,7 +141,27 @@ def parse_request(data: Any) -> ChatRequest:
     stops = [request.stop] if isinstance(request.stop, str) else (request.stop or [])
     if len(stops) > 4:
         raise APIError(400, "'stop' takes at most 4 sequences", param="stop")
+    _refuse_lone_surrogates(request, stops)
     return request
+
+
+def _refuse_lone_surrogates(request: ChatRequest, stops: list[str]) -> None:
+    """JSON may carry half a character ("\\ud800"); no tokenizer can encode it: a 400, not a 500."""
+    texts = [(f"messages.{i}.content.{j}.text", part.text) for i, m in enumerate(request.messages)
+             for j, part in enumerate(m.content) if part.text]
+    texts += [(f"stop.{k}", stop) for k, stop in enumerate(stops)]
+    for param, text in texts:
+        if not text.isascii():
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise APIError(400, f"invalid '{param}': the text holds a lone surrogate (half of a character)",
+                               param=param, code="invalid_value") from None
+
+
+def image_part_count(request: ChatRequest) -> int:
+    """Image parts in the request, counted before any is decoded."""
+    return sum(part.type == "image_url" for m in request.messages for part in m.content)
 
 
 def _field_error(e: ValidationError) -> APIError:
@@ -153,7 +175,7 @@ def _field_error(e: ValidationError) -> APIError:
     return APIError(400, f"invalid '{loc}': {reason}" if loc else reason, param=loc or None, code="invalid_value")
 
 
-def to_messages(request: ChatRequest, max_image_bytes: int) -> tuple[list[Message], list]:
+def to_messages(request: ChatRequest, max_image_bytes: int, max_image_pixels: int = 50_000_000) -> tuple[list[Message], list]:
     """Engine messages, with IMAGE_PLACEHOLDER where each image part was, and the decoded images.
 
     Leading system/developer messages become one system message (chat templates take one, first);
@@ -164,7 +186,7 @@ def to_messages(request: ChatRequest, max_image_bytes: int) -> tuple[list[Messag
         role = "system" if m.role == "developer" else m.role
         if role == "system" and any(x.role != "system" for x in messages):
             raise APIError(400, "system messages may only come before the conversation", param=f"messages.{i}.role")
-        text = _content_text(m.content, f"messages.{i}.content", images, max_image_bytes)
+        text = _content_text(m.content, f"messages.{i}.content", images, max_image_bytes, max_image_pixels)
         if role == "system" and messages:
             messages[0] = Message("system", messages[0].content + "\n\n" + text)
         else:
@@ -174,13 +196,15 @@ def to_messages(request: ChatRequest, max_image_bytes: int) -> tuple[list[Messag
     return messages, images
 
 
-def _content_text(content: list[ContentPart], param: str, images: list, max_image_bytes: int) -> str:
+def _content_text(content: list[ContentPart], param: str, images: list, max_image_bytes: int,
+                  max_image_pixels: int) -> str:
     pieces = []
     for j, part in enumerate(content):
         if part.type == "text":
             pieces.append(part.text)
         else:
-            images.append(decode_image_url(part.image_url.url, f"{param}.{j}.image_url.url", max_image_bytes))
+            images.append(decode_image_url(part.image_url.url, f"{param}.{j}.image_url.url", max_image_bytes,
+                                           max_image_pixels))
             pieces.append(IMAGE_PLACEHOLDER)
     return "\n".join(pieces)
 
@@ -188,8 +212,10 @@ def _content_text(content: list[ContentPart], param: str, images: list, max_imag
 _DATA_URL = re.compile(r"^data:(?P<mime>[^;,]*)(?P<params>(;[^;,]*)*),(?P<data>.*)$", re.S)
 
 
-def decode_image_url(url: str, param: str, max_image_bytes: int):
-    """A `data:image/...;base64,...` URL -> a PIL image. Remote URLs are refused: the server fetches nothing."""
+def decode_image_url(url: str, param: str, max_image_bytes: int, max_image_pixels: int = 50_000_000):
+    """A `data:image/...;base64,...` URL -> a PIL image. Remote URLs are refused: the server fetches nothing.
+    The pixel count is read from the image header and checked before anything is decoded (a small
+    file can declare a huge image: a decompression bomb)."""
     from PIL import Image, UnidentifiedImageError
 
     match = _DATA_URL.match(url)
@@ -202,10 +228,17 @@ def decode_image_url(url: str, param: str, max_image_bytes: int):
     if len(match["data"]) * 3 // 4 > max_image_bytes:  # check before decoding a huge payload
         raise APIError(413, f"image is larger than the server's limit of {max_image_bytes / 2**20:.1f} MiB",
                        param=param, code="image_too_large")
+    too_big = APIError(413, f"image has more pixels than the server's limit of {max_image_pixels / 1e6:g} MP",
+                       param=param, code="image_too_large")
     try:
         raw = base64.b64decode(match["data"], validate=True)
-        image = Image.open(io.BytesIO(raw))
+        image = Image.open(io.BytesIO(raw))  # reads the header only
+        width, height = image.size
+        if width * height > max_image_pixels:
+            raise too_big
         image.load()
+    except Image.DecompressionBombError:  # PIL's own limit, hit while opening
+        raise too_big from None
     except (binascii.Error, ValueError, UnidentifiedImageError, OSError):
         raise APIError(400, "image_url does not hold a readable image", param=param, code="invalid_image") from None
     return image.convert("RGB")

@@ -23,7 +23,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mmtune.data.conversation import IMAGE_PLACEHOLDER
-from mmtune.infer.api_schema import APIError, parse_request, to_messages, to_settings
+from mmtune.infer.api_schema import APIError, image_part_count, parse_request, to_messages, to_settings
 from mmtune.infer.load import LoadedModel
 from mmtune.infer.worker import GenerationWorker, Job, model_takes_images
 
@@ -37,8 +37,14 @@ class ServerSettings:
     max_concurrency: int = 8  # requests waiting or generating; more get 429
     default_max_tokens: int = 512  # when a request gives no max_tokens (clipped to the context)
     max_image_bytes: int = 20 * 2**20
+    max_image_pixels: int = 50_000_000  # per image, read from its header before decoding
+    max_images: int = 8  # per request, counted before any is decoded
     max_body_bytes: int = 64 * 2**20
     ui: bool = False
+    # Host header values accepted (no port); None: any. A server on 127.0.0.1 accepts only local names,
+    # so a web page on another site cannot reach it through DNS rebinding.
+    allowed_hosts: tuple[str, ...] | None = None
+    allow_origins: tuple[str, ...] = ()  # CORS: browser pages on these origins may call the API
 
 
 class ClientGone(Exception):
@@ -60,8 +66,23 @@ def create_app(loaded: LoadedModel, settings: ServerSettings) -> FastAPI:
 
     @app.exception_handler(APIError)
     async def api_error(request, exc: APIError):
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else exc.headers
         return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+
+    if settings.allowed_hosts is not None:
+        @app.middleware("http")
+        async def check_host(request: Request, call_next):
+            host = host_name(request.headers.get("host", ""))
+            if host not in settings.allowed_hosts:
+                error = APIError(400, f"the Host header {host!r} is not a name of this server", code="invalid_host")
+                return JSONResponse(error.body(), status_code=400)
+            return await call_next(request)
+
+    if settings.allow_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=list(settings.allow_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type"])
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request, exc: StarletteHTTPException):  # 404, 405 in OpenAI's shape too
@@ -94,16 +115,23 @@ def create_app(loaded: LoadedModel, settings: ServerSettings) -> FastAPI:
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
         authorize(request)
+        if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
+            # a browser form or text/plain post from another site cannot be a "simple" cross-origin request here
+            raise APIError(415, "send the request as JSON (Content-Type: application/json)", code="invalid_content_type")
         body = await _read_json(request, settings.max_body_bytes)
         req = parse_request(body)
         if req.model not in (None, "", settings.model_id):
             raise APIError(404, f"the model '{req.model}' does not exist (this server serves '{settings.model_id}')",
                            param="model", code="model_not_found")
-        # Decoding images takes a while: off the event loop, so other requests keep flowing meanwhile.
-        messages, images = await run_in_threadpool(to_messages, req, settings.max_image_bytes)
-        if images and not vision:
+        n_images = image_part_count(req)  # checked before any image is decoded
+        if n_images and not vision:
             raise APIError(400, f"the model '{settings.model_id}' has no vision input: send text only",
                            param="messages", code="image_input_not_supported")
+        if n_images > settings.max_images:
+            raise APIError(400, f"{n_images} images in one request; this server takes at most {settings.max_images}",
+                           param="messages", code="too_many_images")
+        # Decoding images takes a while: off the event loop, so other requests keep flowing meanwhile.
+        messages, images = await run_in_threadpool(to_messages, req, settings.max_image_bytes, settings.max_image_pixels)
         if vision and sum(m.content.count(IMAGE_PLACEHOLDER) for m in messages) != len(images):
             raise APIError(400, f"message text may not contain '{IMAGE_PLACEHOLDER}' (send images as image_url parts)",
                            param="messages", code="invalid_value")
@@ -111,7 +139,7 @@ def create_app(loaded: LoadedModel, settings: ServerSettings) -> FastAPI:
         job = Job(messages, gen, stream=req.stream, max_tokens_chosen=chosen, images=images)
         if not worker.submit(job):
             raise APIError(429, f"the server is busy ({settings.max_concurrency} requests in progress); retry shortly",
-                           type="rate_limit_error", code="server_busy")
+                           type="rate_limit_error", code="server_busy", headers={"Retry-After": "1"})
         reply = _Reply(job, settings.model_id)
         left = asyncio.ensure_future(_client_left(request.receive))
         try:
@@ -153,6 +181,30 @@ async def _read_json(request: Request, limit: int):
         return json.loads(b"".join(chunks))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise APIError(400, f"the request body is not valid JSON: {e}", code="invalid_json") from None
+    except RecursionError:
+        raise APIError(400, "the request body is nested too deeply", code="invalid_json") from None
+    except ValueError as e:  # an integer past Python's digit limit
+        raise APIError(400, f"the request body holds a number too long to read: {e}", code="invalid_json") from None
+
+
+def host_name(header: str) -> str:
+    """The name in a Host header, without the port: "127.0.0.1:8000" -> "127.0.0.1", "[::1]:80" -> "::1"."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1:header.find("]")] if "]" in header else header
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def allowed_hosts_for(bind: str) -> tuple[str, ...] | None:
+    """The Host names a server bound to `bind` answers: only local names for a loopback address (a web
+    page elsewhere cannot reach it by DNS rebinding); any for other addresses, which other machines
+    reach by names the server cannot know (protect those with --api-key)."""
+    if bind in LOCAL_HOSTS or bind.startswith("127."):
+        return tuple(dict.fromkeys((bind, *LOCAL_HOSTS)))
+    return None
 
 
 async def _client_left(receive) -> None:

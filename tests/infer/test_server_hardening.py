@@ -1,0 +1,133 @@
+"""Requests that could take the server down or let another site drive it: image limits checked
+before decoding, Host and Content-Type checks, CORS off unless asked, Retry-After, a port in use."""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import io
+import json
+import socket
+from urllib.parse import urlparse
+
+import pytest
+
+from mmtune.infer.server import ServerSettings, allowed_hosts_for, create_app, host_name
+from mmtune.testing.serving import serve_in_thread
+
+
+def png(width: int, height: int) -> str:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 30, 30)).save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def ask(url: str, n_images: int = 1, image: str | None = None) -> dict:
+    parts = [{"type": "text", "text": "what is this?"}]
+    parts += [{"type": "image_url", "image_url": {"url": image or png(8, 8)}}] * n_images
+    return {"messages": [{"role": "user", "content": parts}], "max_tokens": 2}
+
+
+def request(url: str, body=None, *, raw: bytes | None = None, headers: dict | None = None, method: str = "POST",
+            path: str = "/v1/chat/completions") -> tuple[int, dict, dict]:
+    """(status, headers, JSON body) for a hand-made request, Host header included as given."""
+    target = urlparse(url)
+    conn = http.client.HTTPConnection(target.hostname, target.port, timeout=120)
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    sent = {"Content-Type": "application/json", **(headers or {})}
+    conn.request(method, path, body=data, headers=sent)
+    resp = conn.getresponse()
+    text = resp.read()
+    conn.close()
+    return resp.status, dict(resp.getheaders()), (json.loads(text) if text and text[:1] in b"{[" else {})
+
+
+@pytest.fixture(scope="module")
+def vision_server():
+    from mmtune.infer.load import load_for_inference
+    from mmtune.testing.tiny_vlm import tiny_vlm_dir
+
+    loaded = load_for_inference(str(tiny_vlm_dir("qwen2_5_vl")), device="cpu")
+    settings = ServerSettings("tiny-vlm", max_images=2, max_image_pixels=64 * 64, max_image_bytes=64 * 1024,
+                              allowed_hosts=allowed_hosts_for("127.0.0.1"))
+    running = serve_in_thread(create_app(loaded, settings))
+    yield running
+    running.stop()
+
+
+@pytest.mark.parametrize("case, body, status, code", [
+    ("non-image data url", ask("", image="data:text/plain;base64,aGVsbG8="), 400, "invalid_image_url"),
+    ("remote url", ask("", image="https://example.com/cat.png"), 400, "invalid_image_url"),
+    ("broken image", ask("", image="data:image/png;base64,aGVsbG8="), 400, "invalid_image"),
+    ("too many bytes", ask("", image="data:image/png;base64," + "A" * 200_000), 413, "image_too_large"),
+    ("too many pixels", ask("", image=png(65, 64)), 413, "image_too_large"),  # a small file, more than 64x64 pixels
+    ("too many images", ask("", n_images=3), 400, "too_many_images"),
+])
+def test_images_past_the_limits_are_refused_and_the_server_goes_on(vision_server, case, body, status, code):
+    got, _, answer = request(vision_server.url, body)
+    assert (got, answer["error"]["code"]) == (status, code), answer
+    assert request(vision_server.url, ask(""))[0] == 200  # still serving, one image of 8x8
+
+
+def test_a_decompression_bomb_is_refused_from_its_header(vision_server):
+    """A PNG whose header declares 20000x20000 pixels: refused before any pixel is decoded."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    bomb = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 1000)) + chunk(b"IEND", b""))
+    got, _, answer = request(vision_server.url, ask("", image="data:image/png;base64," + base64.b64encode(bomb).decode()))
+    assert got == 413 and answer["error"]["code"] == "image_too_large"
+
+
+def test_only_local_host_names_reach_a_local_server(vision_server):
+    for host in ("evil.example.com", "attacker.test:8000"):  # DNS rebinding: another name for 127.0.0.1
+        status, _, answer = request(vision_server.url, path="/health", method="GET", headers={"Host": host})
+        assert status == 400 and answer["error"]["code"] == "invalid_host"
+    port = urlparse(vision_server.url).port
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}"):
+        assert request(vision_server.url, path="/health", method="GET", headers={"Host": host})[0] == 200
+    assert allowed_hosts_for("0.0.0.0") is None  # reached by names it cannot know: protect it with --api-key
+    assert host_name("[::1]:80") == "::1" and host_name("LocalHost:1") == "localhost"
+
+
+def test_json_is_required_and_cors_is_off_unless_asked(vision_server):
+    status, _, answer = request(vision_server.url, raw=json.dumps(ask("")).encode(), headers={"Content-Type": "text/plain"})
+    assert status == 415 and answer["error"]["code"] == "invalid_content_type"  # a cross-site form post cannot pass
+    status, headers, _ = request(vision_server.url, path="/v1/models", method="GET", headers={"Origin": "https://evil.example"})
+    assert status == 200 and "access-control-allow-origin" not in {k.lower() for k in headers}
+
+
+def test_an_allowed_origin_gets_cors_headers():
+    from mmtune.infer.load import load_for_inference
+    from mmtune.testing.tiny import tiny_lm_dir
+
+    loaded = load_for_inference(str(tiny_lm_dir("qwen2")), device="cpu")
+    running = serve_in_thread(create_app(loaded, ServerSettings("tiny", allow_origins=("http://localhost:3000",))))
+    try:
+        status, headers, _ = request(running.url, path="/v1/chat/completions", method="OPTIONS",
+                                     headers={"Origin": "http://localhost:3000", "Access-Control-Request-Method": "POST",
+                                              "Access-Control-Request-Headers": "content-type"})
+        assert status == 200 and headers.get("access-control-allow-origin") == "http://localhost:3000"
+        status, headers, _ = request(running.url, path="/v1/models", method="GET", headers={"Origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in {k.lower() for k in headers}
+    finally:
+        running.stop()
+
+
+def test_a_port_in_use_is_one_line_before_the_model_loads():
+    from mmtune.cli.serve import check_port_free
+    from mmtune.errors import MmtuneError
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(MmtuneError, match=f"cannot listen on 127.0.0.1:{port}") as info:
+            check_port_free("127.0.0.1", port)
+        assert "--port" in info.value.hint
