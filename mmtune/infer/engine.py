@@ -146,6 +146,18 @@ def _cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
     return (text[: min(cut)], True) if cut else (text, False)
 
 
+def _stop_prefix_len(text: str, stops: Sequence[str]) -> int:
+    """Length of the longest end of `text` that begins a stop string: held back while streaming, since
+    the next piece may complete the stop string (and nothing of it may be sent)."""
+    longest = 0
+    for stop in stops:
+        for n in range(min(len(stop) - 1, len(text)), longest, -1):
+            if text.endswith(stop[:n]):
+                longest = n
+                break
+    return longest
+
+
 def stream_reply(model, tokenizer, template: ChatFormat, messages: Sequence[Message], settings: GenerationSettings,
                  *, control: GenerationControl | None = None, images=None, vision=None) -> Iterator[str]:
     """Yield the reply in pieces as they are generated.
@@ -178,11 +190,14 @@ def stream_reply(model, tokenizer, template: ChatFormat, messages: Sequence[Mess
         for piece in streamer:
             produced += piece
             text, stopped = _cut_at_stop(produced, settings.stop)
-            if len(text) > emitted:
-                yield text[emitted:]
-                emitted = len(text)
+            ready = len(text) if stopped else len(text) - _stop_prefix_len(text, settings.stop)
+            if ready > emitted:
+                yield text[emitted:ready]
+                emitted = ready
             if stopped:
                 break
+        if not stopped and len(produced) > emitted:  # the end: what was held back was no stop string
+            yield produced[emitted:]
     finally:  # also runs when the caller stops iterating: stop the model, do not leave it running
         watch.halt.set()
         thread.join()

@@ -110,6 +110,12 @@ def test_sampling_and_stop_settings(client):
     first = greedy(client)
     cut = greedy(client, stop=[first.split()[3]])  # a word from the middle of the answer
     assert first.startswith(cut) and len(cut) < len(first)
+    words = first.split()
+    for stop in (words[2] + " " + words[3][:2], words[3][:1] + "\u2603"):  # spans two pieces; only starts to match
+        whole = greedy(client, stop=[stop])
+        streamed = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(
+            model=MODEL_ID, messages=HI, temperature=0, max_tokens=48, stop=[stop], stream=True) if c.choices)
+        assert streamed == whole, (stop, streamed, whole)  # no piece of a stop string is ever sent
     hot = {client.chat.completions.create(model=MODEL_ID, messages=HI, temperature=2, top_p=1, max_tokens=12,
                                           seed=s).choices[0].message.content for s in range(4)}
     assert len(hot) > 1
