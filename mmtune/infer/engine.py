@@ -8,6 +8,7 @@ all stop on the same words and decode the same way: `generate_reply` (one conver
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
@@ -141,6 +142,22 @@ def prompt_inputs(model, tokenizer, template, messages: Sequence[Message], image
     return {**inputs, "attention_mask": torch.ones_like(inputs["input_ids"])}
 
 
+def seeded(seed: int | None, model):
+    """Sample from `seed` inside, leaving the process's random state as it was: a request's seed
+    makes its own answer repeatable and does not change how the next requests sample."""
+    if seed is None:
+        return contextlib.nullcontext()
+    return _seeded(seed, model)
+
+
+@contextlib.contextmanager
+def _seeded(seed: int, model):
+    device = next(model.parameters()).device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
+
+
 def _cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
     cut = [text.find(s) for s in stops if s and s in text]
     return (text[: min(cut)], True) if cut else (text, False)
@@ -171,13 +188,11 @@ def stream_reply(model, tokenizer, template: ChatFormat, messages: Sequence[Mess
     streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
     kwargs = _generate_kwargs(model, tokenizer, template, settings)
     watch = _watch(control, input_ids, kwargs)
-    if settings.seed is not None:
-        torch.manual_seed(settings.seed)
     errors: list[BaseException] = []
 
     def work():
         try:
-            with torch.no_grad():
+            with torch.no_grad(), seeded(settings.seed, model):
                 model.generate(**inputs, streamer=streamer, **kwargs)
         except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
             errors.append(e)
@@ -215,14 +230,12 @@ def generate_reply(model, tokenizer, template: ChatFormat, messages: Sequence[Me
     settings = settings or GenerationSettings()
     inputs = prompt_inputs(model, tokenizer, template, messages, images, vision)
     input_ids = inputs["input_ids"]
-    if settings.seed is not None:
-        torch.manual_seed(settings.seed)
     kwargs = _generate_kwargs(model, tokenizer, template, settings)
     watch = _watch(control, input_ids, kwargs)
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), seeded(settings.seed, model):
             out = model.generate(**inputs, **kwargs)
     finally:
         model.train(was_training)
@@ -251,12 +264,10 @@ def generate_replies(model, tokenizer, template: ChatFormat, conversations: Sequ
     # left padding, done here so the shared tokenizer's padding_side is never touched
     input_ids = torch.tensor([[pad_id] * (width - len(x)) + list(x) for x in ids], device=device)
     attention_mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=device)
-    if settings.seed is not None:
-        torch.manual_seed(settings.seed)
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), seeded(settings.seed, model):
             out = model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
     finally:
         model.train(was_training)

@@ -131,3 +131,23 @@ def test_a_port_in_use_is_one_line_before_the_model_loads():
         with pytest.raises(MmtuneError, match=f"cannot listen on 127.0.0.1:{port}") as info:
             check_port_free("127.0.0.1", port)
         assert "--port" in info.value.hint
+
+
+def test_a_requests_seed_does_not_change_how_the_next_requests_sample():
+    import torch
+
+    from mmtune.data.conversation import Message
+    from mmtune.infer.engine import GenerationSettings, generate_reply, stream_reply
+    from mmtune.infer.load import load_for_inference
+    from mmtune.testing.tiny import tiny_lm_dir
+
+    loaded = load_for_inference(str(tiny_lm_dir("qwen2")), device="cpu")
+    hi = [Message("user", "hi")]
+    seeded = GenerationSettings(max_new_tokens=4, temperature=1.0, seed=5)
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    first = generate_reply(loaded.model, loaded.tokenizer, loaded.template, hi, seeded)
+    streamed = "".join(stream_reply(loaded.model, loaded.tokenizer, loaded.template, hi, seeded))
+    assert torch.equal(torch.get_rng_state(), before)  # the process's random state is untouched
+    assert generate_reply(loaded.model, loaded.tokenizer, loaded.template, hi, seeded) == first  # repeatable
+    assert streamed.strip() == first
