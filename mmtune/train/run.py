@@ -29,6 +29,7 @@ from mmtune.train.interrupt import StopOnSignal
 from mmtune.train.logs import describe_peak_memory, read_samples, setup_logging
 from mmtune.train.savers import memory_savers
 from mmtune.train.setup import make_trainer
+from mmtune.train.trainer import removed_if_disk_full
 from mmtune.train.workdir import claim_work_dir
 
 log = logging.getLogger("mmtune.train")
@@ -133,14 +134,15 @@ def save_final(trainer, recipe, work_dir: Path, tokenizer, vision=None) -> Path:
     from mmtune.models.projector import save_projector
 
     final_dir = work_dir / "final"
-    if vision is not None and recipe.method.stage == "pretrain":
-        save_projector(trainer.model, final_dir)
-        log.info("pretrained projector saved to %s (use it as model.pretrained_projector)", final_dir)
-    else:
-        trainer.save_model(str(final_dir))
-        if vision is not None:
-            save_processor(vision.processor, final_dir)
-    tokenizer.save_pretrained(str(final_dir))
-    write_meta(final_dir, run_meta(recipe))
+    with removed_if_disk_full(final_dir):
+        if vision is not None and recipe.method.stage == "pretrain":
+            save_projector(trainer.model, final_dir)
+            log.info("pretrained projector saved to %s (use it as model.pretrained_projector)", final_dir)
+        else:
+            trainer.save_model(str(final_dir))
+            if vision is not None:
+                save_processor(vision.processor, final_dir)
+        tokenizer.save_pretrained(str(final_dir))
+        write_meta(final_dir, run_meta(recipe))
     log.info("final model saved to %s; loss curve %s", final_dir, work_dir / "loss.png")
     return final_dir

@@ -21,9 +21,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import math
 import resource
+import shutil
 import sys
+from pathlib import Path
 
 import torch
 from transformers import Trainer
@@ -82,6 +86,36 @@ class Diverged(MmtuneError):
                               + ", or check the data; resume from a checkpoint before the step")
 
 
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+# torch.save's zip writer reports a full disk as a failed write rather than an OSError
+DISK_FULL_TEXT = ("No space left on device", "Disk quota exceeded", "unexpected pos", "PytorchStreamWriter failed writing")
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS:
+        return True
+    return isinstance(exc, (OSError, RuntimeError)) and any(text in str(exc) for text in DISK_FULL_TEXT)
+
+
+class DiskFull(MmtuneError):
+    def __init__(self, folder: Path):
+        super().__init__(f"no space left on the device while saving {folder}; the partial save was removed, earlier "
+                         "checkpoints are intact",
+                         hint="free some space (or give --work-dir on a larger disk), then continue with --resume auto")
+
+
+@contextlib.contextmanager
+def removed_if_disk_full(folder: Path):
+    """Saving into `folder`: on a full disk, delete what was written and say so in one line."""
+    try:
+        yield
+    except (OSError, RuntimeError) as e:
+        if not is_disk_full(e):
+            raise
+        shutil.rmtree(folder, ignore_errors=True)
+        raise DiskFull(folder) from None
+
+
 class MmtuneTrainer(Trainer):
     def __init__(self, *args, shuffle: bool = True, chunked_loss=None, part_lrs=(), **kwargs):
         self.shuffle = shuffle
@@ -106,6 +140,11 @@ class MmtuneTrainer(Trainer):
             scale = self.accelerator.num_processes // self.get_tp_size()
             loss = loss * (scale if self.args.n_gpu <= 1 else self.args.n_gpu)
         return (loss, outputs) if return_outputs else loss
+
+    def _save_checkpoint(self, model, trial):
+        folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
+        with removed_if_disk_full(folder):  # before rotation: the older checkpoints stay
+            super()._save_checkpoint(model, trial)
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         loss = super().training_step(model, inputs, num_items_in_batch)
