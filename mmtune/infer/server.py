@@ -40,6 +40,7 @@ class ServerSettings:
     max_image_pixels: int = 50_000_000  # per image, read from its header before decoding
     max_images: int = 8  # per request, counted before any is decoded
     max_body_bytes: int = 64 * 2**20
+    body_timeout_s: float = 60.0  # a client that sends its body slower than this gets 408 (slow-loris)
     ui: bool = False
     # Host header values accepted (no port); None: any. A server on 127.0.0.1 accepts only local names,
     # so a web page on another site cannot reach it through DNS rebinding.
@@ -63,6 +64,9 @@ def create_app(loaded: LoadedModel, settings: ServerSettings) -> FastAPI:
     app = FastAPI(title="mmtune", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.worker, app.state.settings = worker, settings
     vision = model_takes_images(loaded)
+    # Image decoding happens before a request joins the queue: it takes a slot of the same limit, so
+    # a flood of image requests cannot decode more images at once than requests may be in progress.
+    decode_slots = asyncio.Semaphore(settings.max_concurrency)
 
     @app.exception_handler(APIError)
     async def api_error(request, exc: APIError):
@@ -118,7 +122,7 @@ def create_app(loaded: LoadedModel, settings: ServerSettings) -> FastAPI:
         if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
             # a browser form or text/plain post from another site cannot be a "simple" cross-origin request here
             raise APIError(415, "send the request as JSON (Content-Type: application/json)", code="invalid_content_type")
-        body = await _read_json(request, settings.max_body_bytes)
+        body = await _read_json(request, settings.max_body_bytes, settings.body_timeout_s)
         req = parse_request(body)
         if req.model not in (None, "", settings.model_id):
             raise APIError(404, f"the model '{req.model}' does not exist (this server serves '{settings.model_id}')",
@@ -130,16 +134,23 @@ def create_app(loaded: LoadedModel, settings: ServerSettings) -> FastAPI:
         if n_images > settings.max_images:
             raise APIError(400, f"{n_images} images in one request; this server takes at most {settings.max_images}",
                            param="messages", code="too_many_images")
+        too_long_for(req, worker.context)  # before any tokenizer sees a huge prompt
         # Decoding images takes a while: off the event loop, so other requests keep flowing meanwhile.
-        messages, images = await run_in_threadpool(to_messages, req, settings.max_image_bytes, settings.max_image_pixels)
+        if n_images:
+            if decode_slots.locked():
+                raise busy(settings)
+            async with decode_slots:
+                messages, images = await run_in_threadpool(to_messages, req, settings.max_image_bytes,
+                                                           settings.max_image_pixels)
+        else:
+            messages, images = to_messages(req, settings.max_image_bytes, settings.max_image_pixels)
         if vision and sum(m.content.count(IMAGE_PLACEHOLDER) for m in messages) != len(images):
             raise APIError(400, f"message text may not contain '{IMAGE_PLACEHOLDER}' (send images as image_url parts)",
                            param="messages", code="invalid_value")
         gen, chosen = to_settings(req, settings.default_max_tokens)
         job = Job(messages, gen, stream=req.stream, max_tokens_chosen=chosen, images=images)
         if not worker.submit(job):
-            raise APIError(429, f"the server is busy ({settings.max_concurrency} requests in progress); retry shortly",
-                           type="rate_limit_error", code="server_busy", headers={"Retry-After": "1"})
+            raise busy(settings)
         reply = _Reply(job, settings.model_id)
         left = asyncio.ensure_future(_client_left(request.receive))
         try:
@@ -161,22 +172,87 @@ def create_app(loaded: LoadedModel, settings: ServerSettings) -> FastAPI:
 
     if settings.ui:
         _add_ui(app, settings, vision)
+    app.openapi = lambda: _openapi(app)
     return app
+
+
+ERROR_STATUSES = {"400": "invalid request (the message and `param` say which field)", "401": "missing or wrong API key",
+                  "404": "unknown model", "408": "the body arrived too slowly", "413": "body or image over the limit",
+                  "415": "not sent as application/json", "429": "busy: retry after `Retry-After` seconds",
+                  "500": "generation failed"}
+
+
+def _openapi(app: FastAPI) -> dict:
+    """FastAPI's schema, with the chat request and its error answers described (the route reads the
+    body itself, so FastAPI cannot see them)."""
+    from fastapi.openapi.utils import get_openapi
+
+    from mmtune.infer.api_schema import ChatRequest
+
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(title="mmtune", version="1", routes=app.routes,
+                         description="An OpenAI-compatible chat-completions server for one model")
+    request = ChatRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components.update(request.pop("$defs", {}))
+    components["ChatRequest"] = request
+    components["Error"] = {"type": "object", "required": ["error"], "properties": {"error": {
+        "type": "object", "required": ["message", "type", "param", "code"],
+        "properties": {"message": {"type": "string"}, "type": {"type": "string"},
+                       "param": {"type": ["string", "null"]}, "code": {"type": ["string", "null"]}}}}}
+    error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    chat = schema["paths"]["/v1/chat/completions"]["post"]
+    chat["requestBody"] = {"required": True, "content": {
+        "application/json": {"schema": {"$ref": "#/components/schemas/ChatRequest"}}}}
+    chat["responses"] = {"200": {"description": "a chat.completion object, or with `stream` server-sent "
+                                                "chat.completion.chunk events ending in `data: [DONE]`"},
+                         **{code: {"description": text, **error} for code, text in ERROR_STATUSES.items()}}
+    app.openapi_schema = schema
+    return schema
+
+
+def busy(settings: ServerSettings) -> APIError:
+    return APIError(429, f"the server is busy ({settings.max_concurrency} requests in progress); retry shortly",
+                    type="rate_limit_error", code="server_busy", headers={"Retry-After": "1"})
+
+
+MAX_CHARS_PER_TOKEN = 32  # more than any tokenizer averages: a longer text cannot fit, whatever it says
+
+
+def too_long_for(req, context: int | None) -> None:
+    """A prompt with more characters than the context could hold tokens is refused before it is
+    tokenized (tokenizing megabytes would hold up the one generation thread)."""
+    if context is None:
+        return
+    chars = sum(len(part.text or "") for m in req.messages for part in m.content)
+    if chars > context * MAX_CHARS_PER_TOKEN:
+        raise APIError(400, f"this model's maximum context length is {context} tokens; the messages hold {chars:,} "
+                            "characters, far more than that", param="messages", code="context_length_exceeded")
 
 
 def _model_card(model_id: str) -> dict:
     return {"id": model_id, "object": "model", "created": 0, "owned_by": "mmtune"}
 
 
-async def _read_json(request: Request, limit: int):
+async def _read_json(request: Request, limit: int, timeout_s: float = 60.0):
     if int(request.headers.get("content-length") or 0) > limit:
         raise APIError(413, f"request body is larger than the server's limit of {limit // 2**20} MiB", code="body_too_large")
     chunks, size = [], 0
-    async for chunk in request.stream():  # counted as it arrives: a chunked upload cannot dodge the limit
-        size += len(chunk)
-        if size > limit:
-            raise APIError(413, f"request body is larger than the server's limit of {limit // 2**20} MiB", code="body_too_large")
-        chunks.append(chunk)
+
+    async def read() -> None:
+        nonlocal size
+        async for chunk in request.stream():  # counted as it arrives: a chunked upload cannot dodge the limit
+            size += len(chunk)
+            if size > limit:
+                raise APIError(413, f"request body is larger than the server's limit of {limit // 2**20} MiB",
+                               code="body_too_large")
+            chunks.append(chunk)
+
+    try:
+        await asyncio.wait_for(read(), timeout_s)
+    except asyncio.TimeoutError:
+        raise APIError(408, f"the request body did not arrive within {timeout_s:g} s", code="request_timeout") from None
     try:
         return json.loads(b"".join(chunks))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:

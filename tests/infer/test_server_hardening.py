@@ -151,3 +151,49 @@ def test_a_requests_seed_does_not_change_how_the_next_requests_sample():
     assert torch.equal(torch.get_rng_state(), before)  # the process's random state is untouched
     assert generate_reply(loaded.model, loaded.tokenizer, loaded.template, hi, seeded) == first  # repeatable
     assert streamed.strip() == first
+
+
+def test_a_slow_body_times_out_and_a_huge_prompt_is_refused_before_tokenizing():
+    import time
+
+    from mmtune.infer.engine import context_length
+    from mmtune.infer.load import load_for_inference
+    from mmtune.testing.tiny import tiny_lm_dir
+
+    loaded = load_for_inference(str(tiny_lm_dir("qwen2")), device="cpu")
+    running = serve_in_thread(create_app(loaded, ServerSettings("tiny", body_timeout_s=1.0)))
+    try:
+        target = urlparse(running.url)
+        with socket.create_connection((target.hostname, target.port), timeout=30) as s:  # slow-loris: 10 of 100 bytes
+            s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: 100\r\n\r\n{\"message")
+            started = time.time()
+            reply = s.recv(4096).decode()
+        assert reply.startswith("HTTP/1.1 408") and "request_timeout" in reply and time.time() - started < 20
+        context = context_length(loaded.model)
+        tokenized = []
+        original = loaded.tokenizer.__class__.__call__
+        loaded.tokenizer.__class__.__call__ = lambda self, *a, **k: tokenized.append(1) or original(self, *a, **k)
+        try:
+            huge = {"messages": [{"role": "user", "content": "x" * (context * 32 + 1)}]}
+            status, _, answer = request(running.url, huge)
+        finally:
+            loaded.tokenizer.__class__.__call__ = original
+        assert status == 400 and answer["error"]["code"] == "context_length_exceeded" and not tokenized
+    finally:
+        running.stop()
+
+
+def test_the_openapi_schema_describes_the_chat_request_and_its_errors(vision_server):
+    status, _, schema = request(vision_server.url, path="/openapi.json", method="GET")
+    assert status == 200
+    chat = schema["paths"]["/v1/chat/completions"]["post"]
+    ref = chat["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    body = schema["components"]["schemas"][ref.rsplit("/", 1)[1]]
+    assert {"messages", "temperature", "max_tokens", "stream", "seed"} <= set(body["properties"])
+    assert body["additionalProperties"] is False  # unknown fields are a 400, as the schema says
+    for code in ("400", "401", "413", "415", "429"):
+        assert chat["responses"][code]["content"]["application/json"]["schema"]["$ref"] == "#/components/schemas/Error"
+    refs = json.dumps(schema)
+    for name in set(__import__("re").findall(r'"#/components/schemas/([^"]+)"', refs)):
+        assert name in schema["components"]["schemas"], name  # every reference resolves
