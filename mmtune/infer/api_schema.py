@@ -193,6 +193,10 @@ def to_messages(request: ChatRequest, max_image_bytes: int, max_image_pixels: in
             messages.append(Message(role, text))
     if not messages or messages[-1].role != "user":
         raise APIError(400, "the last message must be from the user", param="messages")
+    turns = [m for m in messages if m.role != "system"]
+    if turns[0].role != "user":  # chat templates (and training) start a conversation with the user
+        raise APIError(400, "the conversation must start with a user message (after any system message)",
+                       param="messages")
     return messages, images
 
 

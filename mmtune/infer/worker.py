@@ -15,6 +15,8 @@ import queue
 import threading
 from dataclasses import dataclass, field
 
+from jinja2 import TemplateError
+
 from mmtune.data.conversation import Message
 from mmtune.infer.api_schema import APIError
 from mmtune.infer.engine import (GenerationControl, GenerationSettings, context_length, count_prompt_tokens,
@@ -126,7 +128,12 @@ class GenerationWorker:
             job.control.finish_reason = "cancelled"
             return ""
         m = self.loaded
-        self._fit_context(job, self._prompt_tokens(job))
+        try:
+            prompt_tokens = self._prompt_tokens(job)
+        except (ValueError, TemplateError) as e:  # the model's chat template refuses these messages
+            raise APIError(400, f"the model's chat template cannot render these messages: {e}", param="messages",
+                           code="invalid_value") from None
+        self._fit_context(job, prompt_tokens)
         job.emit("start")
         extra = {"images": job.images, "vision": m.vision} if job.images else {}  # text-only calls stay as they were
         if not job.stream:
