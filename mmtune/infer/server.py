@@ -41,6 +41,7 @@ class ServerSettings:
     max_images: int = 8  # per request, counted before any is decoded
     max_body_bytes: int = 64 * 2**20
     body_timeout_s: float = 60.0  # a client that sends its body slower than this gets 408 (slow-loris)
+    header_timeout_s: float = 30.0  # and its request headers: the connection is closed
     ui: bool = False
     # Host header values accepted (no port); None: any. A server on 127.0.0.1 accepts only local names,
     # so a web page on another site cannot reach it through DNS rebinding.
@@ -389,4 +390,7 @@ def run_server(loaded: LoadedModel, settings: ServerSettings, host: str, port: i
     """Serve until interrupted (the `mmtune serve` command)."""
     import uvicorn
 
-    uvicorn.run(create_app(loaded, settings), host=host, port=port, log_level="info")
+    from mmtune.infer.http_protocol import protocol_with_header_timeout
+
+    uvicorn.run(create_app(loaded, settings), host=host, port=port, log_level="info",
+                http=protocol_with_header_timeout(settings.header_timeout_s))

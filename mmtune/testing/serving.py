@@ -28,7 +28,11 @@ def serve_in_thread(app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> Run
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))  # bound here, so the port is known before the thread starts and never raced
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    from mmtune.infer.http_protocol import protocol_with_header_timeout
+
+    settings = getattr(app.state, "settings", None)  # as `mmtune serve` runs it: with the header deadline
+    http = protocol_with_header_timeout(settings.header_timeout_s) if settings is not None else "auto"
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, http=http))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="mmtune-server", daemon=True)
     thread.start()
     deadline = time.time() + 30

@@ -197,3 +197,31 @@ def test_the_openapi_schema_describes_the_chat_request_and_its_errors(vision_ser
     refs = json.dumps(schema)
     for name in set(__import__("re").findall(r'"#/components/schemas/([^"]+)"', refs)):
         assert name in schema["components"]["schemas"], name  # every reference resolves
+
+
+def test_headers_sent_too_slowly_close_the_connection_and_the_server_goes_on():
+    import time
+
+    from mmtune.infer.load import load_for_inference
+    from mmtune.testing.tiny import tiny_lm_dir
+
+    loaded = load_for_inference(str(tiny_lm_dir("qwen2")), device="cpu")
+    running = serve_in_thread(create_app(loaded, ServerSettings("tiny", header_timeout_s=1.0)))
+    try:
+        target = urlparse(running.url)
+        with socket.create_connection((target.hostname, target.port), timeout=30) as s:
+            s.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # the headers never end
+            started = time.time()
+            assert s.recv(4096) == b""  # closed by the server
+            assert time.time() - started < 15
+        with socket.create_connection((target.hostname, target.port), timeout=30) as s:  # keep-alive: again per request
+            s.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            answer = b""
+            while not answer.endswith(b"}"):  # the whole response, however many packets it takes
+                answer += s.recv(4096)
+            assert answer.startswith(b"HTTP/1.1 200")
+            s.sendall(b"GET /health HTTP/1.1\r\n")
+            assert s.recv(4096) == b""
+        assert request(running.url, path="/health", method="GET")[0] == 200  # and it keeps serving
+    finally:
+        running.stop()
