@@ -176,14 +176,16 @@ def _stop_prefix_len(text: str, stops: Sequence[str]) -> int:
 
 
 def stream_reply(model, tokenizer, template: ChatFormat, messages: Sequence[Message], settings: GenerationSettings,
-                 *, control: GenerationControl | None = None, images=None, vision=None) -> Iterator[str]:
+                 *, control: GenerationControl | None = None, images=None, vision=None,
+                 inputs: dict | None = None) -> Iterator[str]:
     """Yield the reply in pieces as they are generated.
 
     Generation stops early when `control.cancel` is set, when a stop string appears, or when the
     caller closes this iterator (so an abandoned stream does not keep the model busy)."""
     from transformers import TextIteratorStreamer
 
-    inputs = prompt_inputs(model, tokenizer, template, messages, images, vision)
+    if inputs is None:  # `inputs`: prompt_inputs' result, prepared on another thread (the server's)
+        inputs = prompt_inputs(model, tokenizer, template, messages, images, vision)
     input_ids = inputs["input_ids"]
     streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
     kwargs = _generate_kwargs(model, tokenizer, template, settings)
@@ -222,13 +224,15 @@ def stream_reply(model, tokenizer, template: ChatFormat, messages: Sequence[Mess
 
 
 def generate_reply(model, tokenizer, template: ChatFormat, messages: Sequence[Message], settings: GenerationSettings | None = None,
-                   *, control: GenerationControl | None = None, images=None, vision=None) -> str:
+                   *, control: GenerationControl | None = None, images=None, vision=None,
+                   inputs: dict | None = None) -> str:
     """The whole reply as one string (stops early when `control.cancel` is set).
 
     `images` (PIL) fill the `<image>` placeholders of the messages in order; `vision` (a
     LlavaImages or ProcessorImages, mmtune.infer.vision) says how the model takes them."""
     settings = settings or GenerationSettings()
-    inputs = prompt_inputs(model, tokenizer, template, messages, images, vision)
+    if inputs is None:  # `inputs`: prompt_inputs' result, prepared on another thread (the server's)
+        inputs = prompt_inputs(model, tokenizer, template, messages, images, vision)
     input_ids = inputs["input_ids"]
     kwargs = _generate_kwargs(model, tokenizer, template, settings)
     watch = _watch(control, input_ids, kwargs)

@@ -14,18 +14,18 @@ import json
 import logging
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
 
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mmtune.data.conversation import IMAGE_PLACEHOLDER
 from mmtune.infer.api_schema import APIError, image_part_count, parse_request, to_messages, to_settings
 from mmtune.infer.load import LoadedModel
-from mmtune.infer.worker import GenerationWorker, Job, model_takes_images
+from mmtune.infer.worker import GenerationWorker, Job, model_takes_images, prepare_inputs
 
 log = logging.getLogger(__name__)
 
@@ -61,13 +61,17 @@ def create_app(loaded: LoadedModel, settings: ServerSettings) -> FastAPI:
         worker.start()
         yield
         worker.stop()
+        preparer.shutdown(wait=False)
 
     app = FastAPI(title="mmtune", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.worker, app.state.settings = worker, settings
     vision = model_takes_images(loaded)
-    # Image decoding happens before a request joins the queue: it takes a slot of the same limit, so
-    # a flood of image requests cannot decode more images at once than requests may be in progress.
-    decode_slots = asyncio.Semaphore(settings.max_concurrency)
+    # Decoding images and tokenizing happen before a request joins the generation queue, on a thread of
+    # their own (the generation thread only generates, so a long prompt never holds up the others),
+    # each request holding a slot of the same limit: no more requests are prepared at once than may
+    # be in progress.
+    prepare_slots = asyncio.Semaphore(settings.max_concurrency)
+    preparer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mmtune-prepare")
 
     @app.exception_handler(APIError)
     async def api_error(request, exc: APIError):
@@ -117,6 +121,14 @@ def create_app(loaded: LoadedModel, settings: ServerSettings) -> FastAPI:
             raise APIError(404, f"the model '{model_id}' does not exist", param="model", code="model_not_found")
         return _model_card(settings.model_id)
 
+    def prepare(req, vision: bool):
+        """(messages, images, model inputs) of a request: images decoded, the prompt tokenized."""
+        messages, images = to_messages(req, settings.max_image_bytes, settings.max_image_pixels)
+        if vision and sum(m.content.count(IMAGE_PLACEHOLDER) for m in messages) != len(images):
+            raise APIError(400, f"message text may not contain '{IMAGE_PLACEHOLDER}' (send images as image_url parts)",
+                           param="messages", code="invalid_value")
+        return messages, images, prepare_inputs(loaded, messages, images)
+
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
         authorize(request)
@@ -136,20 +148,13 @@ def create_app(loaded: LoadedModel, settings: ServerSettings) -> FastAPI:
             raise APIError(400, f"{n_images} images in one request; this server takes at most {settings.max_images}",
                            param="messages", code="too_many_images")
         too_long_for(req, worker.context)  # before any tokenizer sees a huge prompt
-        # Decoding images takes a while: off the event loop, so other requests keep flowing meanwhile.
-        if n_images:
-            if decode_slots.locked():
-                raise busy(settings)
-            async with decode_slots:
-                messages, images = await run_in_threadpool(to_messages, req, settings.max_image_bytes,
-                                                           settings.max_image_pixels)
-        else:
-            messages, images = to_messages(req, settings.max_image_bytes, settings.max_image_pixels)
-        if vision and sum(m.content.count(IMAGE_PLACEHOLDER) for m in messages) != len(images):
-            raise APIError(400, f"message text may not contain '{IMAGE_PLACEHOLDER}' (send images as image_url parts)",
-                           param="messages", code="invalid_value")
+        if prepare_slots.locked():
+            raise busy(settings)
+        async with prepare_slots:
+            messages, images, inputs = await asyncio.get_running_loop().run_in_executor(
+                preparer, prepare, req, vision)
         gen, chosen = to_settings(req, settings.default_max_tokens)
-        job = Job(messages, gen, stream=req.stream, max_tokens_chosen=chosen, images=images)
+        job = Job(messages, gen, stream=req.stream, max_tokens_chosen=chosen, images=images, inputs=inputs)
         if not worker.submit(job):
             raise busy(settings)
         reply = _Reply(job, settings.model_id)

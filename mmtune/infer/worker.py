@@ -19,8 +19,7 @@ from jinja2 import TemplateError
 
 from mmtune.data.conversation import Message
 from mmtune.infer.api_schema import APIError
-from mmtune.infer.engine import (GenerationControl, GenerationSettings, context_length, count_prompt_tokens,
-                                 generate_reply, stream_reply)
+from mmtune.infer.engine import GenerationControl, GenerationSettings, context_length, generate_reply, stream_reply
 from mmtune.infer.load import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -39,6 +38,9 @@ class Job:
     stream: bool
     max_tokens_chosen: bool  # the client set max_tokens: over the context is an error, not a clip
     images: list = field(default_factory=list)
+    # The model inputs (prompt_inputs), tokenized by the server on its preparing thread, so that the
+    # generation thread only generates; None: the worker tokenizes.
+    inputs: dict | None = None
     control: GenerationControl = field(default_factory=GenerationControl)
     # Events for the request handler, put from the worker thread through the handler's loop:
     # ("start", None) once the prompt fits, ("piece", str)*, then ("done", str) or ("error", exc).
@@ -50,6 +52,19 @@ class Job:
             self.loop.call_soon_threadsafe(self.events.put_nowait, (kind, value))
         except RuntimeError:  # the server's loop is closed: nobody is listening any more
             pass
+
+
+def prepare_inputs(loaded: LoadedModel, messages: list[Message], images: list) -> dict:
+    """The model inputs of a request (its tokens, and image tensors), as generation takes them; a
+    message list the model's chat template refuses is a 400."""
+    from mmtune.infer.engine import prompt_inputs
+
+    try:
+        return prompt_inputs(loaded.model, loaded.tokenizer, loaded.template, messages, images or None,
+                             loaded.vision if images else None)
+    except (ValueError, TemplateError) as e:
+        raise APIError(400, f"the model's chat template cannot render these messages: {e}", param="messages",
+                       code="invalid_value") from None
 
 
 class TrimStream:
@@ -128,14 +143,12 @@ class GenerationWorker:
             job.control.finish_reason = "cancelled"
             return ""
         m = self.loaded
-        try:
-            prompt_tokens = self._prompt_tokens(job)
-        except (ValueError, TemplateError) as e:  # the model's chat template refuses these messages
-            raise APIError(400, f"the model's chat template cannot render these messages: {e}", param="messages",
-                           code="invalid_value") from None
-        self._fit_context(job, prompt_tokens)
+        if job.inputs is None:
+            job.inputs = prepare_inputs(m, job.messages, job.images)
+        self._fit_context(job, int(job.inputs["input_ids"].shape[1]))
         job.emit("start")
         extra = {"images": job.images, "vision": m.vision} if job.images else {}  # text-only calls stay as they were
+        extra["inputs"] = job.inputs
         if not job.stream:
             return generate_reply(m.model, m.tokenizer, m.template, job.messages, job.settings, control=job.control, **extra)
         trim = TrimStream()
@@ -143,14 +156,6 @@ class GenerationWorker:
             if text := trim.feed(piece):
                 job.emit("piece", text)
         return None
-
-    def _prompt_tokens(self, job: Job) -> int:
-        m = self.loaded
-        if not job.images:
-            return count_prompt_tokens(m.tokenizer, m.template, job.messages)
-        from mmtune.infer.engine import prompt_inputs  # images expand to many tokens: count the real prompt
-
-        return int(prompt_inputs(m.model, m.tokenizer, m.template, job.messages, job.images, m.vision)["input_ids"].shape[1])
 
     def _fit_context(self, job: Job, prompt_tokens: int) -> None:
         if self.context is None:

@@ -192,7 +192,8 @@ def test_oversized_body_is_refused_before_it_is_read(server, client):
     assert reply.startswith(b"HTTP/1.1 413") and b'"code":"body_too_large"' in reply
     conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)  # no Content-Length: counted as it arrives
     chunks = (b"x" * 65536 for _ in range(17))  # 1 MiB + 64 KiB
-    conn.request("POST", "/v1/chat/completions", chunks, {"Authorization": f"Bearer {KEY}"}, encode_chunked=True)
+    conn.request("POST", "/v1/chat/completions", chunks, {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"},
+                 encode_chunked=True)
     response = conn.getresponse()
     assert response.status == 413 and json.load(response)["error"]["code"] == "body_too_large"
     conn.close()

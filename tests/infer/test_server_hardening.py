@@ -225,3 +225,31 @@ def test_headers_sent_too_slowly_close_the_connection_and_the_server_goes_on():
         assert request(running.url, path="/health", method="GET")[0] == 200  # and it keeps serving
     finally:
         running.stop()
+
+
+def test_prompts_are_tokenized_off_the_generation_thread():
+    import threading
+
+    from mmtune.infer.load import load_for_inference
+    from mmtune.testing.tiny import tiny_lm_dir
+
+    loaded = load_for_inference(str(tiny_lm_dir("qwen2")), device="cpu")
+    threads = []
+    cls = loaded.tokenizer.__class__
+    original = cls.__call__
+
+    def recording(self, *args, **kwargs):
+        threads.append(threading.current_thread().name)
+        return original(self, *args, **kwargs)
+
+    running = serve_in_thread(create_app(loaded, ServerSettings("tiny")))
+    cls.__call__ = recording
+    try:
+        status, _, _ = request(running.url, {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
+        assert status == 200
+        threads_seen = list(threads)
+    finally:
+        cls.__call__ = original
+        running.stop()
+    assert threads_seen and "mmtune-generate" not in threads_seen, threads_seen
+    assert all(name.startswith("mmtune-prepare") for name in threads_seen)
