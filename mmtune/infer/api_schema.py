@@ -232,7 +232,7 @@ def decode_image_url(url: str, param: str, max_image_bytes: int, max_image_pixel
     if len(match["data"]) * 3 // 4 > max_image_bytes:  # check before decoding a huge payload
         raise APIError(413, f"image is larger than the server's limit of {max_image_bytes / 2**20:.1f} MiB",
                        param=param, code="image_too_large")
-    too_big = APIError(413, f"image has more pixels than the server's limit of {max_image_pixels / 1e6:g} MP",
+    too_big = APIError(400, f"image has more pixels than the server's limit of {max_image_pixels / 1e6:g} MP",
                        param=param, code="image_too_large")
     try:
         raw = base64.b64decode(match["data"], validate=True)
