@@ -110,11 +110,6 @@ def checkpoint_problem(path: str | Path) -> str | None:
     return None
 
 
-def is_complete_checkpoint(path: str | Path) -> bool:
-    """A checkpoint resume can use (see checkpoint_problem)."""
-    return checkpoint_problem(path) is None
-
-
 def safetensors_problem(path: str | Path) -> str | None:
     """Why a safetensors file is not whole ("is truncated: ..."), or None: its header reads and the
     file is as long as the header says (no tensor is read)."""

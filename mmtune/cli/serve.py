@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 import sys
@@ -70,13 +69,6 @@ def served_name(model: str, adapter: str | None) -> str:
     return Path((adapter or model).rstrip("/")).name or model
 
 
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
-
-
 def check_port_free(host: str, port: int) -> None:
     """Bind the address once and let it go: a port in use is one line now, not a uvicorn error after
     the model has loaded."""
@@ -104,11 +96,11 @@ def prefer_passive_openmp() -> None:
 def run(args) -> int:
     prefer_passive_openmp()
     from mmtune.infer.load import load_for_inference
-    from mmtune.infer.server import ServerSettings, allowed_hosts_for, run_server
+    from mmtune.infer.server import ServerSettings, allowed_hosts_for, is_loopback, run_server
 
     if args.max_concurrency < 1:
         raise MmtuneError("--max-concurrency must be at least 1")
-    if not _is_loopback(args.host) and not args.api_key:
+    if not is_loopback(args.host) and not args.api_key:
         log.warning("serving on %s without --api-key: anyone who can reach this address can use the model", args.host)
     check_port_free(args.host, args.port)  # before minutes of loading, not after
     loaded = load_for_inference(args.model, adapter=args.adapter, template=args.prompt_template,

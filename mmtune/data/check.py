@@ -21,7 +21,7 @@ from typing import Any, Callable
 from mmtune.data.conversation import Conversation
 from mmtune.data.formats import describe_unused, detect_format, load_records, read_records, unused_keys
 from mmtune.data.images import open_image, resolve_image_path
-from mmtune.data.placeholders import describe_placeholders, fill_placeholders, find_placeholders
+from mmtune.data.placeholders import fill_and_report
 from mmtune.errors import DataError, record_location
 
 RECORD = re.compile(r"^(.*:record \d+)(?::|$)")
@@ -86,10 +86,9 @@ def check_file(path: str | Path, format: str = "auto", *,
 
     if unused:
         report.notes.append(describe_unused(path, unused, len(records)))
-    fill_placeholders(convs, replace or {})
-    left = find_placeholders(convs)
-    if left[0]:
-        report.notes.append(describe_placeholders(*left))
+    left = fill_and_report(convs, replace or {})
+    if left:
+        report.notes.append(left)
     bad_sources = {_record_of(e.where or "") for e in problems}
     report.errors.extend(_as_pair(e) for e in problems)
     for i, record in enumerate(records):

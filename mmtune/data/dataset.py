@@ -11,6 +11,7 @@ on `data.num_proc` threads (see `_encode_text`); image data in a `datasets` map 
 
 from __future__ import annotations
 
+import functools
 import gc
 import hashlib
 import json
@@ -34,11 +35,13 @@ from mmtune.data.conversation import Conversation
 from mmtune.data.encode import DROPPED, TRUNCATED, ConversationEncoder, EncodedBatch, encoder_for
 from mmtune.data.fast_bpe import FastBPE
 from mmtune.data.packing import concat_samples, pack_lengths
-from mmtune.data.placeholders import describe_placeholders, fill_placeholders, find_placeholders
+from mmtune.data.placeholders import fill_and_report
 from mmtune.errors import DataError
 
 log = logging.getLogger(__name__)
-CACHE_FORMAT = "3"  # bump when the encoded layout or the reading changes (2: int32 ids/labels, length column;\n#                     3: top-level system read, tool/preference/audio records refused)
+# Bump when the encoded layout or the reading changes (2: int32 ids/labels, length column;
+# 3: top-level system read, tool/preference/audio records refused).
+CACHE_FORMAT = "3"
 
 
 @dataclass
@@ -103,10 +106,9 @@ def load_conversations(data_cfg, stats: DataStats | None = None) -> list[Convers
         del records
         if unused:
             log.warning(describe_unused(ds.path, unused, len(convs) + len(errors)))
-        fill_placeholders(convs, data_cfg.replace)
-        left = find_placeholders(convs)
-        if left[0]:
-            log.warning("%s: %s", ds.path, describe_placeholders(*left))
+        left = fill_and_report(convs, data_cfg.replace)
+        if left:
+            log.warning("%s: %s", ds.path, left)
         stats.records += len(convs) + len(errors)
         stats.bad_records += len(errors)
         problems.extend(errors)
@@ -133,6 +135,15 @@ def summarise_reasons(problems: list[DataError], most: int = 5) -> str:
 
 
 def file_digest(path: str) -> str:
+    """sha1 of a file's content. A run asks for each data file's digest more than once (the dataset
+    cache key, what resume compares, each checkpoint's manifest): a file read once per process,
+    while its size and modification time stay the same."""
+    st = os.stat(path)
+    return _content_digest(os.path.realpath(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _content_digest(path: str, size: int, mtime_ns: int) -> str:
     h = hashlib.sha1()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

@@ -47,6 +47,13 @@ def find_placeholders(convs: list[Conversation]) -> tuple[dict[str, int], list[s
     return counts, places
 
 
+def fill_and_report(convs: list[Conversation], replace: dict[str, str]) -> str | None:
+    """Fill the placeholders `replace` names, in place; the line about those left, or None."""
+    fill_placeholders(convs, replace)
+    counts, places = find_placeholders(convs)
+    return describe_placeholders(counts, places) if counts else None
+
+
 def describe_placeholders(counts: dict[str, int], places: list[str]) -> str:
     """One line: which placeholders, in how many records, where first, and how to fill them."""
     names = ", ".join(f"{{{{{n}}}}} ({c} records)" for n, c in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))

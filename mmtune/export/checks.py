@@ -20,15 +20,25 @@ from mmtune.rundir import read_meta, safetensors_problem
 log = logging.getLogger("mmtune.export")
 
 
+def run_config(checkpoint: Path) -> Path:
+    """The resolved recipe of the run a checkpoint-N or final/ directory belongs to (it may not exist)."""
+    return checkpoint.parent / "config.yaml"
+
+
 def run_recipe(checkpoint: Path):
     """The recipe a checkpoint-N or final/ directory was trained with: its work dir's config.yaml."""
     from mmtune.config.load import load_config
 
-    config = checkpoint.parent / "config.yaml"
+    config = run_config(checkpoint)
     if not config.is_file():
         raise MmtuneError(f"{str(checkpoint)!r} has no config.yaml in its work dir to say how it was trained",
                           hint="give the recipe first: mmtune convert to-hf RECIPE CHECKPOINT OUT")
     return load_config(str(config))
+
+
+def same_model(a: str, b: str) -> bool:
+    """Two model references name the same model: the same hub id, or paths to the same directory."""
+    return a == b or Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
 
 
 def check_same_run(recipe, checkpoint: Path) -> None:
@@ -36,7 +46,7 @@ def check_same_run(recipe, checkpoint: Path) -> None:
     weights with the wrong base); name other sections that differ from the run's config.yaml."""
     meta = read_meta(checkpoint) or {}
     trained = meta.get("base_model")
-    if trained and trained != recipe.model.path and Path(trained).resolve() != Path(recipe.model.path).resolve():
+    if trained and not same_model(trained, recipe.model.path):
         raise MmtuneError(f"the recipe's base model {recipe.model.path!r} is not the one {str(checkpoint)!r} was "
                           f"trained on ({trained!r})",
                           hint="leave the recipe out to use the run's own (its work dir's config.yaml)")
@@ -44,7 +54,7 @@ def check_same_run(recipe, checkpoint: Path) -> None:
         raise MmtuneError(f"the recipe's method {recipe.method.type!r} is not the one {str(checkpoint)!r} was "
                           f"trained with ({meta['method']!r})",
                           hint="leave the recipe out to use the run's own (its work dir's config.yaml)")
-    config = checkpoint.parent / "config.yaml"
+    config = run_config(checkpoint)
     if config.is_file():
         from mmtune.config.load import load_config
 

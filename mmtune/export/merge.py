@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 from mmtune.errors import MmtuneError
-from mmtune.export.checks import prepare_out_dir, verify_weights
+from mmtune.export.checks import prepare_out_dir, same_model, verify_weights
 from mmtune.export.layout import plain_tokenizer_config, save_model
 from mmtune.models.load import load_pretrained
 from mmtune.rundir import has_tokenizer, is_adapter_dir, read_meta, write_meta
@@ -55,7 +55,7 @@ def merge_adapter(base: str, adapter: str | Path, out: str | Path, *, max_shard_
 def check_adapter_base(adapter: Path, base: str, force: bool) -> None:
     """The adapter's recorded base (adapter_config.json) is `base`, or `force` says it is the same model."""
     trained = json.loads((adapter / "adapter_config.json").read_text()).get("base_model_name_or_path")
-    if not trained or trained == base or Path(trained).expanduser().resolve() == Path(base).expanduser().resolve():
+    if not trained or same_model(trained, base):
         return
     if not force:
         raise MmtuneError(f"the adapter was trained on {trained!r}, not {base!r}",

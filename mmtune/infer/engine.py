@@ -75,11 +75,6 @@ def _watch(control: GenerationControl | None, input_ids: torch.Tensor, kwargs: d
     return watch
 
 
-def count_prompt_tokens(tokenizer, template: ChatFormat, messages: Sequence[Message]) -> int:
-    """Tokens of the prompt the model would see for `messages` (to check it fits the context)."""
-    return int(_prompt_ids(tokenizer, template, messages, "cpu").shape[1])
-
-
 def context_length(model) -> int | None:
     """The longest sequence the model takes (prompt + answer), when its config says."""
     config = getattr(model, "config", None)
@@ -142,16 +137,13 @@ def prompt_inputs(model, tokenizer, template, messages: Sequence[Message], image
     return {**inputs, "attention_mask": torch.ones_like(inputs["input_ids"])}
 
 
+@contextlib.contextmanager
 def seeded(seed: int | None, model):
     """Sample from `seed` inside, leaving the process's random state as it was: a request's seed
     makes its own answer repeatable and does not change how the next requests sample."""
     if seed is None:
-        return contextlib.nullcontext()
-    return _seeded(seed, model)
-
-
-@contextlib.contextmanager
-def _seeded(seed: int, model):
+        yield
+        return
     device = next(model.parameters()).device
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import ipaddress
 import json
 import logging
 import time
@@ -121,7 +122,7 @@ def create_app(loaded: LoadedModel, settings: ServerSettings) -> FastAPI:
             raise APIError(404, f"the model '{model_id}' does not exist", param="model", code="model_not_found")
         return _model_card(settings.model_id)
 
-    def prepare(req, vision: bool):
+    def prepare(req):
         """(messages, images, model inputs) of a request: images decoded, the prompt tokenized."""
         messages, images = to_messages(req, settings.max_image_bytes, settings.max_image_pixels)
         if vision and sum(m.content.count(IMAGE_PLACEHOLDER) for m in messages) != len(images):
@@ -152,7 +153,7 @@ def create_app(loaded: LoadedModel, settings: ServerSettings) -> FastAPI:
             raise busy(settings)
         async with prepare_slots:
             messages, images, inputs = await asyncio.get_running_loop().run_in_executor(
-                preparer, prepare, req, vision)
+                preparer, prepare, req)
         gen, chosen = to_settings(req, settings.default_max_tokens)
         job = Job(messages, gen, stream=req.stream, max_tokens_chosen=chosen, images=images, inputs=inputs)
         if not worker.submit(job):
@@ -280,11 +281,19 @@ def host_name(header: str) -> str:
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
+def is_loopback(host: str) -> bool:
+    """An address only this machine reaches (127.x, ::1, localhost)."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 def allowed_hosts_for(bind: str) -> tuple[str, ...] | None:
     """The Host names a server bound to `bind` answers: only local names for a loopback address (a web
     page elsewhere cannot reach it by DNS rebinding); any for other addresses, which other machines
     reach by names the server cannot know (protect those with --api-key)."""
-    if bind in LOCAL_HOSTS or bind.startswith("127."):
+    if is_loopback(bind):
         return tuple(dict.fromkeys((bind, *LOCAL_HOSTS)))
     return None
 

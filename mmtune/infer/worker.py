@@ -37,10 +37,10 @@ class Job:
     settings: GenerationSettings
     stream: bool
     max_tokens_chosen: bool  # the client set max_tokens: over the context is an error, not a clip
+    # The model inputs (prepare_inputs), tokenized by the server on its preparing thread, so that the
+    # generation thread only generates.
+    inputs: dict
     images: list = field(default_factory=list)
-    # The model inputs (prompt_inputs), tokenized by the server on its preparing thread, so that the
-    # generation thread only generates; None: the worker tokenizes.
-    inputs: dict | None = None
     control: GenerationControl = field(default_factory=GenerationControl)
     # Events for the request handler, put from the worker thread through the handler's loop:
     # ("start", None) once the prompt fits, ("piece", str)*, then ("done", str) or ("error", exc).
@@ -143,8 +143,6 @@ class GenerationWorker:
             job.control.finish_reason = "cancelled"
             return ""
         m = self.loaded
-        if job.inputs is None:
-            job.inputs = prepare_inputs(m, job.messages, job.images)
         self._fit_context(job, int(job.inputs["input_ids"].shape[1]))
         job.emit("start")
         extra = {"images": job.images, "vision": m.vision} if job.images else {}  # text-only calls stay as they were
