@@ -21,6 +21,7 @@ from transformers import TrainerCallback
 
 from mmtune.config.load import load_config
 from mmtune.config.strategy import Strategy
+from mmtune.train import launch
 from mmtune.train.run import run_training
 
 
@@ -56,6 +57,7 @@ def main(spec_path: str) -> None:
         Path(run["work_dir"]).mkdir(parents=True, exist_ok=True)
         strategy = Strategy.from_flags(run.get("deepspeed"), run.get("fsdp"), run.get("fsdp_offload", False))
         run_training(recipe, run["work_dir"], strategy=strategy, extra_callbacks=[probe])
+    launch.finish()  # as `mmtune train` ends: left to interpreter exit, a DeepSpeed worker can abort in teardown
 
 
 if __name__ == "__main__":
