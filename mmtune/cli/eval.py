@@ -47,6 +47,11 @@ def register(sub) -> None:
                    help="CircularEval: right only if right in every rotation of the options (built when absent)")
     m.add_argument("--judge", metavar="URL", help="OpenAI-compatible server to map unmatched answers to options")
     m.add_argument("--judge-model", metavar="NAME", help="model name on the judge server (default: its first)")
+    m.add_argument("--judge-seed", type=int, default=0,
+                   help="seed of the random pick after 3 judge replies name no option (as VLMEvalKit; default 0)")
+    m.add_argument("--matching", choices=["vlmevalkit", "lenient"], default="vlmevalkit",
+                   help="answer -> option rules: VLMEvalKit's exactly (default; scores comparable with published "
+                        "ones) or mmtune's lenient ones (docs/eval.md)")
     m.add_argument("--max-new-tokens", type=int, default=32)
     m.add_argument("--system", help="system prompt")
     m.set_defaults(func=run_mmbench_cmd)
@@ -81,12 +86,12 @@ def run_mmbench_cmd(args) -> int:
 
     if args.batch_size < 1:
         raise MmtuneError(f"--batch-size must be at least 1, got {args.batch_size}")
-    judge = Judge(args.judge, model=args.judge_model) if args.judge else None
+    judge = Judge(args.judge, model=args.judge_model, seed=args.judge_seed) if args.judge else None
     answer_fn = make_answerer(args.model, adapter=args.adapter, llava=args.llava, visual_encoder=args.visual_encoder,
                               template=args.template, device=args.device, max_new_tokens=args.max_new_tokens,
                               system=args.system, trust_remote_code=args.trust_remote_code)
     result = run_mmbench(args.data_path, answer_fn, args.work_dir, circular=args.circular,
-                         batch_size=args.batch_size, judge=judge, progress=args.progress)
+                         batch_size=args.batch_size, judge=judge, matching=args.matching, progress=args.progress)
     summary = result.summary
     if summary["split"] == "dev":
         print_summary(summary)

@@ -1,28 +1,33 @@
-"""Multiple-choice prompts as LLaVA asks MMBench (and VLMEvalKit builds them): the one text that
-evaluation asks and that training data of multiple-choice questions is written in."""
+"""Multiple-choice prompts as VLMEvalKit asks them of LLaVA-style models (its `build_prompt` for MCQ
+datasets): the one text that evaluation asks and that training data of multiple-choice questions is
+written in.
+
+    hint            (only when there is one)
+    question
+    A. option text
+    B. option text
+    Answer with the option's letter from the given choices directly.
+
+Nothing is stripped. The Chinese instruction `请直接回答选项字母。` is used whenever any CJK ideograph
+(U+4E00-U+9FFF, VLMEvalKit's `cn_string`) appears in the hint, the question or an option.
+"""
 
 from __future__ import annotations
 
+import re
+
 INSTRUCTION_EN = "Answer with the option's letter from the given choices directly."
 INSTRUCTION_ZH = "请直接回答选项字母。"
+_CJK = re.compile("[\u4e00-\u9fff]")
 
 
-def is_chinese(text: str) -> bool:
-    """True when `text` is mostly Chinese (how MMBench-CN questions are told apart).
-
-    A CJK ideograph counts about as much as an English word (~4 letters), so an English question
-    quoting one character ("What does 福 mean?") stays English."""
-    cjk = sum(1 for ch in text if "\u4e00" <= ch <= "\u9fff" or "\u3400" <= ch <= "\u4dbf")
-    latin = sum(1 for ch in text if ch.isascii() and ch.isalpha())
-    return cjk > 0 and cjk * 4 >= latin
+def has_chinese(text: str) -> bool:
+    """VLMEvalKit's test for a Chinese prompt: any character in U+4E00-U+9FFF."""
+    return _CJK.search(text) is not None
 
 
-def build_prompt(question: str, options: dict[str, str], hint: str | None = None, chinese: bool | None = None) -> str:
-    """The question as LLaVA asks MMBench: hint, question, one "A. text" line per option, instruction."""
-    if chinese is None:
-        chinese = is_chinese(f"{hint or ''} {question}")
-    lines = [hint.strip()] if hint and hint.strip() else []
-    lines.append(question.strip())
-    lines += [f"{letter}. {text}" for letter, text in options.items()]
-    lines.append(INSTRUCTION_ZH if chinese else INSTRUCTION_EN)
-    return "\n".join(lines)
+def build_prompt(question: str, options: dict[str, str], hint: str | None = None) -> str:
+    text = question if hint is None else f"{hint}\n{question}"
+    for letter, option in options.items():
+        text += f"\n{letter}. {option}"
+    return text + "\n" + (INSTRUCTION_ZH if has_chinese(text) else INSTRUCTION_EN)

@@ -1,122 +1,76 @@
-"""Which option a free-text answer picks, the way VLMEvalKit's matcher decides it (re-thought, not copied).
+"""Which option a free-text answer picks: one public function, two rule sets.
 
-    extract_choice("Answer: B", {"A": "red", "B": "blue"})   -> Extraction("B", "option")
-    extract_choice("the blue one", {"A": "red", "B": "blue"}) -> Extraction("B", "text")
-    extract_choice("A or B", ...)                             -> Extraction(None, None)  (unmatched)
+    extract_choice("B. blue", {"A": "red", "B": "blue"})                  -> "B"
+    extract_choice("A red circle", {...}, matching="vlmevalkit")          -> "A"  (VLMEvalKit reads option A)
+    extract_choice("Cannot determine the answer", {...})                  -> None (a refusal: wrong)
 
-Step 1, option letters: the answer is cut into tokens after punctuation becomes spaces (and CJK
-characters are split from Latin ones, so "选B" gives "选", "B"); exactly one distinct option letter
-among the tokens is the choice. Two letters ("A or B") are ambiguous: unmatched, never the first.
-"A" is also the English article (and "I", for 9+ options, the pronoun): an "A" that is neither
-marked as an option ("A.", "(A)", "A:") nor last, and that is followed by an ordinary lower-case
-word ("A red circle"), is read as the article; "A is correct" and "A or B" keep it a letter.
-Lower-case letters are weak evidence ("a" is the article, "i" a pronoun): one counts only when it
-is marked ("(b)", "b."), or is the last token ("the answer is b"), and only when no upper-case
-option letter appears.
+`matching="vlmevalkit"` (the default) reproduces VLMEvalKit's `can_infer` exactly
+(match_vlmevalkit.py names the release), so scores stand beside published ones.
+`matching="lenient"` keeps mmtune's own rules (match_lenient.py): more answers matched, scores
+not comparable with the leaderboard. docs/eval.md lists every difference.
 
-Step 2, option texts: exactly one option text appears in the answer as whole words, ignoring case
-and punctuation (an option inside a longer matching option, "circle" in "red circle", yields to
-it). Like VLMEvalKit, an answer more than twice as long as all option texts together (and longer
-than TEXT_MATCH_MIN_CHARS) is not matched by text: a long explanation mentions wrong options too.
-
-Anything else is unmatched; `--judge` can then ask an LLM (see judge.py).
+`match_answer` says how the letter was found: "option" (a letter), "text" (an option's text),
+"refusal" (VLMEvalKit's "Z": scored wrong and never sent to a judge), "judge", or None (unmatched).
 """
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from dataclasses import dataclass
 
-# A letter marked like this is an option, not a word: "A." "A)" "(A" "A:" "A," "[A]" "A：" ...
-_MARKS = set(".():,;[]{}*#!?\"'`，。：；（）【】、")
-# Words that may follow a bare option letter ("A is correct", "A or B"), so "A" is not the article.
-_AFTER_LETTER = {"is", "was", "seems", "should", "would", "could", "or", "and", "because", "since", "as",
-                 "option", "choice", "answer", "appears", "looks", "best", "correct", "right", "wrong"}
-TEXT_MATCH_MIN_CHARS = 40  # short options ("yes"/"no") still match a short sentence ("Yes, there is.")
-_CJK = re.compile(r"([\u3400-\u4dbf\u4e00-\u9fff\u3000-\u303f\uff00-\uffef])")
+from mmtune.eval import match_lenient, match_vlmevalkit
+
+MATCHING = ("vlmevalkit", "lenient")
+DEFAULT_MATCHING = "vlmevalkit"
 
 
 @dataclass(frozen=True)
 class Extraction:
-    letter: str | None  # the chosen option, None when unmatched
-    method: str | None  # "option", "text", "judge"; None when unmatched
+    letter: str | None  # the chosen option; None when unmatched or refused
+    method: str | None  # "option", "text", "judge", "refusal"; None when unmatched
 
     @property
     def matched(self) -> bool:
         return self.letter is not None
 
+    @property
+    def refused(self) -> bool:
+        return self.method == "refusal"
+
+    @property
+    def needs_judge(self) -> bool:
+        """Unmatched and not a refusal: the answers a judge is asked about."""
+        return self.letter is None and not self.refused
+
 
 UNMATCHED = Extraction(None, None)
+REFUSED = Extraction(None, "refusal")
 
 
-def _tokens(answer: str) -> list[tuple[str, bool]]:
-    """(bare token, marked) pairs: punctuation stripped off each whitespace-separated token,
-    `marked` when punctuation was attached to it. CJK characters become tokens of their own."""
-    text = unicodedata.normalize("NFKC", answer)
-    text = _CJK.sub(r" \1 ", text)
-    out = []
-    for raw in text.split():
-        bare = raw.strip("".join(_MARKS))
-        if bare:
-            out.append((bare, bare != raw))
-        # a token made only of punctuation is dropped
-    return out
+def check_matching(matching: str) -> str:
+    if matching not in MATCHING:
+        raise ValueError(f"matching must be one of {', '.join(MATCHING)}, not {matching!r}")
+    return matching
 
 
-def infer_option(answer: str, options: dict[str, str]) -> str | None:
-    """The one option letter the answer names, or None (none, or several)."""
-    letters = set(options)
-    tokens = _tokens(answer)
-    strong: set[str] = set()
-    weak: set[str] = set()
-    for i, (bare, marked) in enumerate(tokens):
-        last = i == len(tokens) - 1
-        if bare in letters:
-            if bare in ("A", "I") and not marked and not last and _is_word(tokens, i):
-                continue
-            strong.add(bare)
-        elif len(bare) == 1 and bare.upper() in letters and bare.islower():
-            if marked or last or len(tokens) == 1:
-                weak.add(bare.upper())
-    found = strong or weak
-    return next(iter(found)) if len(found) == 1 else None
-
-
-def _is_word(tokens: list[tuple[str, bool]], i: int) -> bool:
-    """Whether the bare "A" (or "I") at tokens[i] reads as the article (pronoun): an ordinary
-    lower-case word follows ("A red circle", "I think it's B")."""
-    following = tokens[i + 1][0]
-    return following[:1].islower() and following.lower() not in _AFTER_LETTER
-
-
-def _words(text: str) -> str:
-    """Lower-case text with punctuation as spaces and CJK characters spaced, padded with spaces."""
-    text = unicodedata.normalize("NFKC", text).lower()
-    text = _CJK.sub(r" \1 ", text)
-    text = "".join(" " if (unicodedata.category(ch).startswith("P") or ch in "*#`") else ch for ch in text)
-    return f" {' '.join(text.split())} "
-
-
-def infer_text(answer: str, options: dict[str, str]) -> str | None:
-    """The one option whose text the answer contains as whole words, or None."""
-    if len(answer) > max(TEXT_MATCH_MIN_CHARS, 2 * sum(len(v) for v in options.values())):
-        return None
-    said = _words(answer)
-    texts = {k: _words(v) for k, v in options.items()}
-    hits = [k for k, t in texts.items() if t.strip() and t in said]
-    # drop an option whose text lies inside another matching option's text ("circle" in "red circle")
-    hits = [k for k in hits if not any(o != k and texts[k] in texts[o] and texts[k] != texts[o] for o in hits)]
-    return hits[0] if len(hits) == 1 else None
-
-
-def extract_choice(answer: str, options: dict[str, str]) -> Extraction:
-    """Option letter first, then option text; UNMATCHED when neither gives exactly one option."""
-    answer = str(answer or "")
-    letter = infer_option(answer, options)
+def match_answer(answer, options: dict[str, str], matching: str = DEFAULT_MATCHING) -> Extraction:
+    """The option `answer` picks and how it was found (see the module docstring)."""
+    if check_matching(matching) == "lenient":
+        answer = str(answer or "")
+        for method, rule in (("option", match_lenient.infer_option), ("text", match_lenient.infer_text)):
+            letter = rule(answer, options)
+            if letter is not None:
+                return Extraction(letter, method)
+        return UNMATCHED
+    answer = match_vlmevalkit.as_read_back(answer)
+    letter = match_vlmevalkit.infer_letter(answer, options)
+    if letter == "Z" and "Z" not in options:
+        return REFUSED
     if letter is not None:
         return Extraction(letter, "option")
-    letter = infer_text(answer, options)
-    if letter is not None:
-        return Extraction(letter, "text")
-    return UNMATCHED
+    letter = match_vlmevalkit.infer_text(answer, options)
+    return Extraction(letter, "text") if letter is not None else UNMATCHED
+
+
+def extract_choice(answer, options: dict[str, str], matching: str = DEFAULT_MATCHING) -> str | None:
+    """The chosen option letter; None when unmatched (a refusal counts as unmatched)."""
+    return match_answer(answer, options, matching).letter

@@ -1,54 +1,78 @@
-"""`--judge URL`: ask an LLM behind an OpenAI-compatible endpoint which option an unmatched answer means.
+"""`--judge URL`: ask an LLM behind an OpenAI-compatible endpoint which option an unmatched answer means,
+as VLMEvalKit's `extract_answer_from_item` does.
 
-Only answers the rules of extract.py could not match are sent (`POST {URL}/v1/chat/completions`,
-temperature 0). The judge's reply counts only when it names exactly one valid option letter; its
-"Z" (none of them) leaves the answer unmatched. Uses urllib: no extra dependency.
+* Only unmatched answers are sent; refusals (VLMEvalKit's "Z") are wrong and never sent. Under
+  CircularEval a row is not sent when its group is already lost to another rotation.
+* The prompt is VLMEvalKit's (English, or Chinese when the question has a CJK ideograph), sent as one
+  user message to `POST {URL}/v1/chat/completions`, temperature 0.
+* The judge's reply is read with VLMEvalKit's rules (match_vlmevalkit.infer); a reply naming no
+  option is asked again, 3 tries in all. A reply of "Z" means the answer matches no option: wrong.
+* After 3 replies naming no option, VLMEvalKit picks at random among the options and "Z"; mmtune
+  does the same with a random generator seeded by `seed` and the row's index, so a rerun scores
+  the same. Such rows are marked `judge-random` in predictions.jsonl.
+Uses urllib: no extra dependency.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import time
 import urllib.error
 import urllib.request
 
+from mmtune.data.choices import has_chinese
 from mmtune.errors import MmtuneError
-from mmtune.eval.extract import UNMATCHED, Extraction, infer_option
+from mmtune.eval import match_vlmevalkit
+from mmtune.eval.extract import Extraction
 from mmtune.eval.tsv import EvalItem
 
-PROMPT = """You help grade a multiple-choice test. Given a question, its options and the answer someone \
-gave in their own words, reply with the letter of the option the answer means. If the answer means none \
-of the options, or more than one, reply Z. Reply with one letter and nothing else.
-
-Question: What colour is the car?
-Options:
-A. red
-B. green
-C. blue
-Answer: it looks crimson to me
-Your reply: A
-
-Question: What animal is shown?
-Options:
-A. horse
-B. cow
-C. sheep
-D. goat
-Answer: a bicycle
-Your reply: Z
-
-Question: {question}
-Options:
-{options}
-Answer: {answer}
-Your reply:"""
+TRIES = 3
+# The judge prompts of VLMEvalKit (vlmeval/dataset/utils/multiple_choice.py, build_prompt and
+# build_prompt_cn at the release named in match_vlmevalkit.py): the same text, so the same judge
+# model decides the same way.
+PROMPT_EN = (
+    'You are an AI assistant who will help me to match '
+    'an answer with several options of a single-choice question. '
+    'You are provided with a question, several options, and an answer, '
+    'and you need to find which option is most similar to the answer. '
+    'If the meaning of all options are significantly different from the answer, output Z. '
+    'Your should output a single uppercase character in A, B, C, D (if they are valid options), and Z. \n'
+    'Example 1: \n'
+    'Question: What is the main object in image?\nOptions: A. teddy bear B. rabbit C. cat D. dog\n'
+    'Answer: a cute teddy bear\nYour output: A\n'
+    'Example 2: \n'
+    'Question: What is the main object in image?\nOptions: A. teddy bear B. rabbit C. cat D. dog\n'
+    'Answer: Spider\nYour output: Z\n'
+    'Example 3: \n'
+    'Question: {}?\nOptions: {}\nAnswer: {}\nYour output: '
+)
+PROMPT_ZH = (
+    '你是一个帮助我匹配答案与单选题中多个选项的 AI 助手。'
+    '你会被提供：一个问题，多个选项，一个答案。你的任务是找到与答案意义最相近的选项。'
+    '如果所有选项的意义都与答案显著不同，则输出 Z。'
+    '你应该输出一个单个的大写字母，例如 A, B, C, D（如果它们是有效选项），或 Z。'
+    '例 1:'
+    '问题: 图中最主要的物体是什么?\n选项: A. 泰迪熊 B. 兔子 C. 猫 D. 狗\n答案: 一只可爱的泰迪熊\n输出: A\n'
+    '例 2: \n'
+    '问题: 图中最主要的物体是什么?\n选项: A. 泰迪熊 B. 兔子 C. 猫 D. 狗\n答案: 蜘蛛\n输出: Z\n'
+    '例 3: \n'
+    '问题: {}?\n选项: {}\n答案: {}\n输出: '
+)
 
 
 def judge_prompt(item: EvalItem, answer: str) -> str:
-    question = f"{item.hint}\n{item.question}" if item.hint else item.question
-    options = "\n".join(f"{k}. {v}" for k, v in item.options.items())
-    return PROMPT.format(question=question, options=options, answer=answer.strip())
+    """VLMEvalKit's judge prompt for `item` (the question column only; no hint)."""
+    options = "There are several options: \n" + "".join(f"{k}. {v}\n" for k, v in item.options.items())
+    template = PROMPT_ZH if has_chinese(item.question) else PROMPT_EN
+    return template.format(item.question, options, answer)
+
+
+def random_choice(item: EvalItem, seed: int) -> Extraction:
+    """VLMEvalKit's fallback after 3 failed tries: a random option or Z, here seeded per row."""
+    pick = random.Random(f"{seed}:{item.index}").choice([*item.options, "Z"])
+    return Extraction(None if pick == "Z" else pick, "judge-random")
 
 
 def api_base(url: str) -> str:
@@ -63,16 +87,15 @@ def api_base(url: str) -> str:
 
 
 class Judge:
-    """Callable `judge(item, answer) -> Extraction` (method "judge", or UNMATCHED)."""
+    """Callable `judge(item, answer) -> Extraction` (method "judge", or "judge-random" after 3 tries)."""
 
     def __init__(self, url: str, *, model: str | None = None, api_key: str | None = None, timeout: float = 60.0,
-                 retries: int = 2):
+                 retries: int = 2, seed: int = 0):
         self.base = api_base(url)
         self.api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
-        self.timeout, self.retries = timeout, retries
+        self.timeout, self.retries, self.seed = timeout, retries, seed
         self.model = model or self._first_model() or "default"
         self.calls = 0
-
     def _request(self, path: str, body: dict | None = None) -> dict:
         headers = {"Content-Type": "application/json"}
         if self.api_key:
@@ -109,7 +132,7 @@ class Judge:
 
     def ask(self, prompt: str) -> str:
         body = {"model": self.model, "messages": [{"role": "user", "content": prompt}], "temperature": 0,
-                "max_tokens": 8}
+                "max_tokens": 16}
         self.calls += 1
         reply = self._request("/v1/chat/completions", body)
         try:
@@ -119,5 +142,12 @@ class Judge:
                               hint="--judge must be an OpenAI-compatible chat endpoint") from None
 
     def __call__(self, item: EvalItem, answer: str) -> Extraction:
-        letter = infer_option(self.ask(judge_prompt(item, answer)), item.options)
-        return Extraction(letter, "judge") if letter else UNMATCHED
+        prompt = judge_prompt(item, answer)
+        for _ in range(TRIES):
+            reply = self.ask(prompt)
+            if match_vlmevalkit.API_FAILURE in reply:
+                continue
+            letter = match_vlmevalkit.infer(reply, dict(item.options))
+            if letter:
+                return Extraction(letter if letter in item.options else None, "judge")
+        return random_choice(item, self.seed)

@@ -17,6 +17,16 @@ def write_json(data: dict, path: Path) -> Path:
     return path
 
 
+def write_jsonl(records: Iterable[dict], path: Path) -> Path:
+    """One JSON object per line, written to a temporary file first so `path` is never half written."""
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        for record in records:
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+    return path
+
+
 def summary_rows(summary: dict) -> list[tuple[str, str, float | None, int]]:
     """(level, name, accuracy 0-1, count) rows: overall, then each category, then each l2-category."""
     rows = [("overall", "overall", summary.get("overall"), summary.get("n", 0))]
@@ -95,4 +105,6 @@ def print_summary(summary: dict, console: Console | None = None, title: str = "M
     if summary.get("row_accuracy") is not None:
         console.print(f"per-answer accuracy over all {summary.get('n_rows')} rotations: {_pct(summary['row_accuracy'])}%")
     console.print(f"unmatched answers: {summary.get('unmatched', 0)} of {summary.get('n_rows', summary.get('n', 0))} "
-                  f"({_pct(summary.get('unmatched_rate'))}%)")
+                  f"({_pct(summary.get('unmatched_rate'))}%)"
+                  + (f"; refusals: {summary['refused']}" if summary.get("refused") else "")
+                  + (f"; matching: {summary['matching']}" if summary.get("matching") else ""))

@@ -1,10 +1,20 @@
-"""Answer -> option, on answers the way real models write them."""
+"""Answer -> option, on answers the way real models write them.
+
+The default rules are VLMEvalKit's; they are checked against VLMEvalKit's own decisions in
+test_match_vlmevalkit.py. This file pins the lenient rules (`matching="lenient"`) and the public API.
+"""
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 
-from mmtune.eval.extract import extract_choice, infer_option, infer_text
+from mmtune.eval.extract import extract_choice as public_extract_choice
+from mmtune.eval.extract import match_answer
+from mmtune.eval.match_lenient import infer_option, infer_text
+
+extract_choice = partial(match_answer, matching="lenient")
 
 SHAPES = {"A": "blue square", "B": "red circle", "C": "green star", "D": "yellow diamond"}
 
@@ -86,3 +96,30 @@ def test_long_explanations_are_not_text_matched():
     """Like VLMEvalKit: a long explanation names wrong options too, so no text match."""
     long = "Looking at the picture, the shape is clearly round and its colour is a bright red. " * 3 + "red circle"
     assert infer_text(long, SHAPES) is None
+
+
+def test_public_function_returns_the_letter_and_defaults_to_vlmevalkit():
+    assert public_extract_choice("B. red circle", SHAPES) == "B"
+    # the forms the issue names: VLMEvalKit rejects them, lenient takes them
+    for answer in ["b", "选B", "答案是B"]:
+        assert public_extract_choice(answer, SHAPES) is None, answer
+        assert public_extract_choice(answer, SHAPES, matching="lenient") == "B", answer
+    # a leading article: VLMEvalKit reads option A
+    assert public_extract_choice("A red circle", SHAPES) == "A"
+    assert public_extract_choice("A red circle", SHAPES, matching="lenient") == "B"
+    # punctuation VLMEvalKit turns into spaces
+    for answer in ["Answer:B", "Answer:B.", "\\boxed{B}"]:
+        assert public_extract_choice(answer, SHAPES) == "B", answer
+
+
+def test_a_refusal_is_unmatched_and_marked():
+    got = match_answer("Cannot determine the answer", SHAPES)
+    assert got.letter is None and got.refused and not got.needs_judge
+    assert public_extract_choice("Cannot determine the answer", SHAPES) is None
+    unmatched = match_answer("a purple hexagon", SHAPES)
+    assert unmatched.needs_judge and not unmatched.refused
+
+
+def test_unknown_matching_is_refused():
+    with pytest.raises(ValueError, match="vlmevalkit"):
+        public_extract_choice("B", SHAPES, matching="strict")

@@ -78,7 +78,7 @@ def test_work_dir_of_another_file_is_refused(dev_tsv, bench, tmp_path):
 
 
 def test_summary_files_and_unmatched(dev_tsv, tmp_path):
-    replies = {0: "A", 1: "The answer is blue.", 2: "I cannot tell", 3: "A or D", 4: "A"}
+    replies = {0: "A", 1: "It is blue.", 2: "I cannot tell", 3: "A or D", 4: "A"}
 
     result = run_mmbench(dev_tsv, lambda items: [replies.get(it.index, "B") for it in items], tmp_path / "w",
                          progress=False)
@@ -95,7 +95,7 @@ def test_summary_files_and_unmatched(dev_tsv, tmp_path):
     unmatched = [json.loads(line) for line in (work / "unmatched.jsonl").read_text().splitlines()]
     assert unmatched == [{"index": 2, "prediction": "I cannot tell"}, {"index": 3, "prediction": "A or D"}]
     record = json.loads((work / "predictions.jsonl").read_text().splitlines()[1])
-    assert record == {"index": 1, "prediction": "The answer is blue.", "option": "B", "method": "text", "answer": "B",
+    assert record == {"index": 1, "prediction": "It is blue.", "option": "B", "method": "text", "answer": "B",
                       "hit": True, "category": "shape", "l2_category": "other"}
     assert (work / "summary.csv").read_text().splitlines()[:2] == ["level,name,accuracy,n", "overall,overall,0.5,10"]
     sheet = load_workbook(work / "summary.xlsx").active
@@ -115,7 +115,7 @@ def test_test_split_submission_file(bench, tmp_path):
     assert header == ["index", "question", "hint", "A", "B", "C", "D", "category", "l2-category", "prediction"]
     rows = [[c.value for c in r] for r in sheet.iter_rows(min_row=2)]
     assert [r[0] for r in rows] == [0, 1, 2]
-    assert [r[-1] for r in rows] == ["C", "B", "no idea"]  # the letter, or the raw answer when unmatched
+    assert [r[-1] for r in rows] == ["(C)", "y", "no idea"]  # the raw answers, as VLMEvalKit writes them
 
 
 class _JudgeHandler(BaseHTTPRequestHandler):
@@ -257,3 +257,95 @@ def test_cli_errors(trained, shapes, tmp_path, capsys):
     assert main(["eval", "mmbench", base, "--batch-size", "0", *common]) == 2
     assert main(["eval", "mmbench", base, "--data-path", str(tmp_path / "none.tsv"), "--work-dir", str(tmp_path)]) == 2
     assert "file not found" in capsys.readouterr().err
+
+
+def test_submission_file_reads_back_as_the_tsv_plus_raw_answers(bench, tmp_path):
+    """mmbench_result.xlsx is VLMEvalKit's prediction file: the TSV's columns in order without
+    `image`, the values as read, then `prediction` holding the raw answer."""
+    import pandas as pd
+
+    path = bench.write([bench.row(i, f"Q{i}", ["red", "None", "3", ""], answer="A", hint=["", "look left"][i % 2])
+                        for i in range(4)])
+    answers = ["A", "I think it is red.", "", "Cannot determine the answer"]
+    run_mmbench(path, lambda items: [answers[it.index] for it in items], tmp_path / "w", progress=False)
+    got = pd.read_excel(tmp_path / "w" / "mmbench_result.xlsx")
+    tsv = pd.read_csv(path, sep="\t")
+    assert list(got.columns) == [c for c in tsv.columns if c != "image"] + ["prediction"]
+    pd.testing.assert_frame_equal(got.drop(columns="prediction"), tsv.drop(columns="image"), check_dtype=False)
+    assert [str(x) for x in got["prediction"]] == ["A", "I think it is red.", "nan", "Cannot determine the answer"]
+
+
+def test_refusals_are_wrong_and_never_judged(dev_tsv, tmp_path, judge_server):
+    _JudgeHandler.replies = []
+    judge = Judge(judge_server)
+    replies = {1: "Sorry, I can't help with images of people yet.", 2: "Z"}
+    result = run_mmbench(dev_tsv, lambda items: [replies.get(it.index, it.answer) for it in items], tmp_path / "w",
+                         judge=judge, progress=False)
+    assert judge.calls == 0
+    by_index = {r["index"]: r for r in result.records}
+    assert by_index[1]["method"] == by_index[2]["method"] == "refusal" and not by_index[1]["hit"]
+    assert result.summary["refused"] == 2 and result.summary["unmatched"] == 0
+
+
+def test_judge_three_tries_then_a_seeded_pick(dev_tsv, tmp_path, judge_server):
+    """VLMEvalKit asks 3 times, then picks at random among the options and Z; seeded here."""
+    from mmtune.eval.judge import random_choice
+    from mmtune.eval.tsv import read_mmbench_tsv
+
+    picks = []
+    for attempt in range(2):
+        _JudgeHandler.replies = ["I am not sure", "hmm", "no idea"]
+        judge = Judge(judge_server, seed=7)
+        result = run_mmbench(dev_tsv, lambda items: ["?" if it.index == 3 else it.answer for it in items],
+                             tmp_path / f"w{attempt}", judge=judge, progress=False)
+        assert judge.calls == 3
+        record = {r["index"]: r for r in result.records}[3]
+        assert record["method"] == "judge-random"
+        picks.append(record["option"])
+    item = read_mmbench_tsv(dev_tsv).items[3]
+    assert picks[0] == picks[1] == random_choice(item, 7).letter
+    # the seed matters: some seed picks something else
+    assert {random_choice(item, s).letter for s in range(20)} != {picks[0]}
+    # a rerun in the same work dir reuses the verdict (judge.jsonl)
+    judge = Judge(judge_server, seed=7)
+    run_mmbench(dev_tsv, lambda items: ["?" if it.index == 3 else it.answer for it in items], tmp_path / "w0",
+                judge=judge, progress=False)
+    assert judge.calls == 0
+
+
+def test_judge_prompt_is_vlmevalkits_and_chinese_for_chinese_questions(bench, tmp_path, judge_server):
+    path = bench.write([bench.row(0, "图中是什么?", ["猫", "狗", "", ""], answer="B"),
+                        bench.row(1, "What is it", ["cat", "dog", "", ""], answer="B")])
+    _JudgeHandler.replies = ["B", "B"]
+    run_mmbench(path, lambda items: ["一只小狗吧" if it.index == 0 else "a puppy I guess" for it in items],
+                tmp_path / "w", judge=Judge(judge_server), progress=False)
+    zh, en = _JudgeHandler.prompts
+    assert zh.startswith("你是一个帮助我匹配答案与单选题中多个选项的 AI 助手。")
+    assert zh.endswith("问题: 图中是什么??\n选项: There are several options: \nA. 猫\nB. 狗\n\n答案: 一只小狗吧\n输出: ")
+    assert en.startswith("You are an AI assistant who will help me to match an answer with several options")
+    assert en.endswith("Question: What is it?\nOptions: There are several options: \nA. cat\nB. dog\n\n"
+                       "Answer: a puppy I guess\nYour output: ")
+
+
+def test_circular_judges_only_groups_still_open(bench, tmp_path, judge_server):
+    """VLMEvalKit's prefetch: a group already lost to a wrong letter asks no judge."""
+    path = bench.write([bench.row(0, "Q0", ["red", "blue", "", ""], answer="B"),
+                        bench.row(1, "Q1", ["red", "blue", "", ""], answer="B")])
+
+    def answer(items):  # Q0: wrong letter in rotation 0, vague in rotation 1; Q1: vague in both
+        return ["A" if it.index == 0 else "hmm" for it in items]
+
+    _JudgeHandler.replies = ["A", "B"]  # Q1 rotation 0 (answer B), rotation 1 (answer A after the shift)
+    judge = Judge(judge_server)
+    result = run_mmbench(path, answer, tmp_path / "w", circular=True, judge=judge, progress=False)
+    assert judge.calls == 2  # Q0's vague rotation was not sent
+    assert result.summary["overall"] == 0.0
+    assert {r["index"]: r["method"] for r in result.records}[1_000_000] is None
+
+
+def test_rotations_scored_without_circular_warn(bench, tmp_path, caplog):
+    path = bench.write([bench.row(0, "Q", ["a", "b", "", ""]), bench.row(1_000_000, "Q", ["b", "a", "", ""], answer="B")])
+    with caplog.at_level("WARNING"):
+        result = run_mmbench(path, lambda items: ["A"] * len(items), tmp_path / "w", progress=False)
+    assert "not MMBench's CircularEval score" in caplog.text
+    assert result.summary["n"] == 2 and result.summary["overall"] == 0.5

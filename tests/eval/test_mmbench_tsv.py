@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mmtune.errors import DataError
-from mmtune.eval.tsv import INSTRUCTION_EN, INSTRUCTION_ZH, is_chinese, read_mmbench_tsv
+from mmtune.eval.tsv import INSTRUCTION_EN, INSTRUCTION_ZH, has_chinese, read_mmbench_tsv
 
 
 def test_prompt_without_hint_and_with_hint(bench):
@@ -36,10 +36,18 @@ def test_two_to_six_options(bench):
     assert six.l2_category is None  # no l2-category column
 
 
-def test_option_named_none_is_kept(bench):
-    """pandas would read "None" as NaN; MMBench has such options."""
-    item = read_mmbench_tsv(bench.write([bench.row(0, "Which?", ["None", "All of them", "", ""])])).items[0]
-    assert item.options == {"A": "None", "B": "All of them"}
+def test_option_texts_are_read_as_pandas_reads_them(bench):
+    """VLMEvalKit reads TSVs with pandas: "None" / "NA" options are missing, numbers print as pandas
+    prints them, nothing is stripped. `na="literal"` keeps every written text."""
+    path = bench.write([bench.row(0, "Which?", ["None", "All of them", " NA", "NA"], answer="B"),
+                        bench.row(1, "How many?", ["3", "4", "", ""], answer="B")])
+    item, numbers = read_mmbench_tsv(path).items
+    assert item.options == {"B": "All of them", "C": " NA"}
+    assert item.prompt == "Which?\nB. All of them\nC.  NA\n" + INSTRUCTION_EN
+    assert numbers.options == {"A": "3.0", "B": "4"}  # column A is float (NaN above), B text, as pandas reads
+    literal, numbers = read_mmbench_tsv(path, na="literal").items
+    assert literal.options == {"A": "None", "B": "All of them", "C": " NA", "D": "NA"}
+    assert numbers.options == {"A": "3", "B": "4"}
 
 
 def test_chinese_question_gets_chinese_instruction(bench):
@@ -47,12 +55,17 @@ def test_chinese_question_gets_chinese_instruction(bench):
         bench.row(0, "图中的形状是什么颜色？", ["红色", "蓝色", "", ""]),
         bench.row(1, "What does the character 福 mean?", ["luck", "water", "", ""]),
         bench.row(2, "这是什么 logo？", ["Apple", "Google", "", ""], hint="请看图片"),
+        bench.row(3, "Which word means cat?", ["猫", "狗", "", ""]),
+        bench.row(4, "Which shape?", ["circle", "square", "", ""], hint="图"),
+        bench.row(5, "Which shape?", ["circle", "square", "", ""], hint="ｆｕｌｌ-width　ｌａｔｉｎ"),
     ])
-    zh, en, mixed = read_mmbench_tsv(path).items
+    zh, one_char, mixed, in_option, in_hint, fullwidth = read_mmbench_tsv(path).items
     assert zh.prompt.endswith(INSTRUCTION_ZH) and zh.is_chinese
-    assert en.prompt.endswith(INSTRUCTION_EN) and not en.is_chinese
+    # VLMEvalKit: any CJK ideograph in hint, question or options makes the instruction Chinese
+    assert one_char.prompt.endswith(INSTRUCTION_ZH) and in_option.is_chinese and in_hint.is_chinese
     assert mixed.prompt.endswith(INSTRUCTION_ZH)
-    assert is_chinese("请直接回答") and not is_chinese("plain English") and not is_chinese("")
+    assert fullwidth.prompt.endswith(INSTRUCTION_EN)  # full-width Latin is not U+4E00-U+9FFF
+    assert has_chinese("请直接回答") and not has_chinese("plain English") and not has_chinese("")
 
 
 def test_shared_image_rows(bench):
@@ -62,19 +75,24 @@ def test_shared_image_rows(bench):
         bench.row(11, "Q1", ["a", "b", "", ""], image="10"),  # shares row 10's image
         bench.row(12, "Q2", ["a", "b", "", ""], image=blue),
         bench.row(1000010, "Q0", ["b", "a", "", ""], answer="B", image="10"),
+        bench.row(2000010, "Q0", ["b", "a", "", ""], answer="B", image="1000010"),  # a chain: -> 1000010 -> 10
     ])
     items = read_mmbench_tsv(path).items
-    first, shared, other, rotated = (it.images[0] for it in items)
+    first, shared, other, rotated, chained = (it.images[0] for it in items)
     assert first.mode == "RGB" and first.getpixel((0, 0)) == (255, 0, 0)
     assert shared.tobytes() == first.tobytes() and rotated.tobytes() == first.tobytes()
+    assert chained.tobytes() == first.tobytes()
     assert other.size == (5, 5)
 
 
 def test_bad_image_reference_and_bad_image(bench):
     path = bench.write([bench.row(0, "Q", ["a", "b", "", ""], image="7")])
-    with pytest.raises(DataError, match=r"row 0:image: image refers to row index 7"):
+    with pytest.raises(DataError, match=r"line 2:image: image refers to row index 7"):
         read_mmbench_tsv(path)
-    item = read_mmbench_tsv(bench.write([bench.row(0, "Q", ["a", "b", "", ""], image="x" * 40)])).items[0]
+    loop = bench.write([bench.row(0, "Q", ["a", "b", "", ""], image="1"), bench.row(1, "Q", ["a", "b", "", ""], image="0")])
+    with pytest.raises(DataError, match="image references loop: 0 -> 1 -> 0"):
+        read_mmbench_tsv(loop)
+    item = read_mmbench_tsv(bench.write([bench.row(0, "Q", ["a", "b", "", ""], image="x" * 80)])).items[0]
     with pytest.raises(DataError, match="not a base64-encoded image"):
         item.images
 
@@ -90,11 +108,19 @@ def test_test_split_without_answers(bench):
 def test_readable_errors(bench, tmp_path):
     with pytest.raises(DataError, match="file not found"):
         read_mmbench_tsv(tmp_path / "nope.tsv")
-    with pytest.raises(DataError, match=r"row 0:answer: answer 'C' is not one of the options A, B"):
+    with pytest.raises(DataError, match=r"line 2:answer: answer 'C' is not one of the options A, B"):
         read_mmbench_tsv(bench.write([bench.row(0, "Q", ["a", "b", "", ""], answer="C")]))
-    with pytest.raises(DataError, match="index 0 also used by row 0"):
+    with pytest.raises(DataError, match="line 3:index: index 0 also used by .*line 2"):
         read_mmbench_tsv(bench.write([bench.row(0, "Q", ["a", "b"]), bench.row(0, "Q", ["a", "b"])]))
-    with pytest.raises(DataError, match="1 non-empty option"):
-        read_mmbench_tsv(bench.write([bench.row(0, "Q", ["a", "", "", ""])]))
+    with pytest.raises(DataError, match="no option present"):
+        read_mmbench_tsv(bench.write([bench.row(0, "Q", ["", "", "", ""])]))
+    broken = tmp_path / "broken.tsv"
+    broken.write_text("index\tquestion\tA\tB\n0\tQ\ta\tb\n1\tQ\ta\tb\textra\n", encoding="utf-8")
+    with pytest.raises(DataError, match="not a valid TSV: .*line 3"):
+        read_mmbench_tsv(broken)
+    latin1 = tmp_path / "latin1.tsv"
+    latin1.write_bytes("index\tquestion\tA\tB\n0\tQué\ta\tb\n".encode("latin-1"))
+    with pytest.raises(DataError, match="not UTF-8"):
+        read_mmbench_tsv(latin1)
     with pytest.raises(DataError, match="missing column"):
         read_mmbench_tsv(bench.write([{"question": "Q", "A": "a", "B": "b"}], ["question", "A", "B"]))
