@@ -23,6 +23,15 @@ Rerunning with the same --work-dir resumes: rows already in predictions.jsonl ar
 A text-only MODEL answers without seeing the images; an exported LLaVA MODEL (or --llava) sees them.
 """
 
+VLM_EPILOG = """\
+examples:
+  mmtune eval vlm merged --benchmark pope --data-path POPE.tsv --work-dir work_dirs/pope
+  mmtune eval vlm merged --benchmark mme --data-path MME.tsv --work-dir work_dirs/mme --batch-size 8
+  mmtune eval vlm merged --benchmark seedbench --data-path SEEDBench_IMG.tsv --work-dir work_dirs/seed
+Multiple choice: mmbench, ccbench (CircularEval over the rotations the file holds), seedbench, ai2d,
+scienceqa, mmstar, mcq (any such file). Yes/no: mme, pope, hallusionbench, yes_no (any such file).
+"""
+
 TEXT_EPILOG = """\
 examples:
   mmtune eval text merged --data data/heldout.jsonl --work-dir work_dirs/text_eval
@@ -35,26 +44,16 @@ def register(sub) -> None:
     group = p.add_subparsers(dest="eval_command", metavar="BENCHMARK", required=True)
 
     m = add_parser(group, "mmbench", "multiple-choice accuracy on an MMBench-format TSV", MMBENCH_EPILOG)
-    _model_args(m)
-    m.add_argument("--llava", metavar="DIR",
-                   help="a LLaVA run's output dir (with --visual-encoder, MODEL = the LLM), or an exported LLaVA model")
-    m.add_argument("--visual-encoder", metavar="ENC", help="vision encoder path or hub id (with --llava DIR)")
-    m.add_argument("--prompt-template", dest="template", help="template name (default: the one stored with the model)")
-    m.add_argument("--data-path", required=True, metavar="TSV", help="MMBench-format .tsv (dev: with `answer`)")
-    m.add_argument("--work-dir", required=True, metavar="DIR", help="predictions, summary and submission files")
-    m.add_argument("--batch-size", type=int, default=1, help="questions generated together (left padding; VLMs answer one by one)")
+    _tsv_args(m)
     m.add_argument("--circular", action="store_true",
                    help="CircularEval: right only if right in every rotation of the options (built when absent)")
-    m.add_argument("--judge", metavar="URL", help="OpenAI-compatible server to map unmatched answers to options")
-    m.add_argument("--judge-model", metavar="NAME", help="model name on the judge server (default: its first)")
-    m.add_argument("--judge-seed", type=int, default=0,
-                   help="seed of the random pick after 3 judge replies name no option (as VLMEvalKit; default 0)")
-    m.add_argument("--matching", choices=["vlmevalkit", "lenient"], default="vlmevalkit",
-                   help="answer -> option rules: VLMEvalKit's exactly (default; scores comparable with published "
-                        "ones) or mmtune's lenient ones (docs/eval.md)")
-    m.add_argument("--max-new-tokens", type=int, default=32)
-    m.add_argument("--system", help="system prompt")
     m.set_defaults(func=run_mmbench_cmd)
+
+    v = add_parser(group, "vlm", "a VLMEvalKit-format benchmark TSV, scored as VLMEvalKit scores it", VLM_EPILOG)
+    _tsv_args(v)
+    v.add_argument("--benchmark", required=True, metavar="NAME",
+                   help="one of: " + ", ".join(_benchmark_names()))
+    v.set_defaults(func=run_vlm_cmd)
 
     t = add_parser(group, "text", "loss, perplexity and answer match on a conversation data file", TEXT_EPILOG)
     _model_args(t)
@@ -69,6 +68,32 @@ def register(sub) -> None:
     t.set_defaults(func=run_text_cmd)
 
 
+def _benchmark_names() -> list[str]:
+    from mmtune.eval.benchmarks import BENCHMARKS
+
+    return list(BENCHMARKS)
+
+
+def _tsv_args(m) -> None:
+    _model_args(m)
+    m.add_argument("--llava", metavar="DIR",
+                   help="a LLaVA run's output dir (with --visual-encoder, MODEL = the LLM), or an exported LLaVA model")
+    m.add_argument("--visual-encoder", metavar="ENC", help="vision encoder path or hub id (with --llava DIR)")
+    m.add_argument("--prompt-template", dest="template", help="template name (default: the one stored with the model)")
+    m.add_argument("--data-path", required=True, metavar="TSV", help="the benchmark .tsv (dev: with `answer`)")
+    m.add_argument("--work-dir", required=True, metavar="DIR", help="predictions, summary and submission files")
+    m.add_argument("--batch-size", type=int, default=1, help="questions generated together (left padding)")
+    m.add_argument("--judge", metavar="URL", help="OpenAI-compatible server to map unmatched answers to options")
+    m.add_argument("--judge-model", metavar="NAME", help="model name on the judge server (default: its first)")
+    m.add_argument("--judge-seed", type=int, default=0,
+                   help="seed of the random pick after 3 judge replies name no option (as VLMEvalKit; default 0)")
+    m.add_argument("--matching", choices=["vlmevalkit", "lenient"], default="vlmevalkit",
+                   help="answer -> option rules: VLMEvalKit's exactly (default; scores comparable with published "
+                        "ones) or mmtune's lenient ones (docs/eval.md)")
+    m.add_argument("--max-new-tokens", type=int, default=32)
+    m.add_argument("--system", help="system prompt")
+
+
 def _model_args(p) -> None:
     p.add_argument("model", metavar="MODEL", help="model directory or hub id (merged or base model)")
     p.add_argument("--adapter", metavar="DIR", help="peft adapter directory to apply on MODEL")
@@ -77,12 +102,10 @@ def _model_args(p) -> None:
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
 
-def run_mmbench_cmd(args) -> int:
+def _judge_and_answerer(args):
     from mmtune.errors import MmtuneError
-    from mmtune.eval.load import make_answerer
     from mmtune.eval.judge import Judge
-    from mmtune.eval.mmbench import run_mmbench
-    from mmtune.eval.report import print_summary
+    from mmtune.eval.load import make_answerer
 
     if args.batch_size < 1:
         raise MmtuneError(f"--batch-size must be at least 1, got {args.batch_size}")
@@ -90,14 +113,42 @@ def run_mmbench_cmd(args) -> int:
     answer_fn = make_answerer(args.model, adapter=args.adapter, llava=args.llava, visual_encoder=args.visual_encoder,
                               template=args.template, device=args.device, max_new_tokens=args.max_new_tokens,
                               system=args.system, trust_remote_code=args.trust_remote_code)
+    return judge, answer_fn
+
+
+def run_mmbench_cmd(args) -> int:
+    from mmtune.eval.mmbench import run_mmbench
+
+    judge, answer_fn = _judge_and_answerer(args)
     result = run_mmbench(args.data_path, answer_fn, args.work_dir, circular=args.circular,
                          batch_size=args.batch_size, judge=judge, matching=args.matching, progress=args.progress)
+    return _print_mcq(result)
+
+
+def run_vlm_cmd(args) -> int:
+    from mmtune.eval.benchmarks import get_benchmark, run_benchmark
+    from mmtune.eval.report import print_scores
+
+    bench = get_benchmark(args.benchmark)
+    judge, answer_fn = _judge_and_answerer(args)
+    result = run_benchmark(bench.name, args.data_path, answer_fn, args.work_dir, batch_size=args.batch_size,
+                           judge=judge, matching=args.matching, progress=args.progress)
+    if bench.kind == "mcq":
+        return _print_mcq(result, bench.title)
+    print_scores(result.summary, bench.title)
+    print(f"results in {result.work_dir}")
+    return 0
+
+
+def _print_mcq(result, title: str = "MMBench") -> int:
+    from mmtune.eval.report import print_summary
+
     summary = result.summary
     if summary["split"] == "dev":
-        print_summary(summary)
+        print_summary(summary, title=title)
     else:
         print(f"test split: {summary['n_rows']} answers, {summary['unmatched']} unmatched; "
-              f"submit {result.files['submission']} to MMBench")
+              f"submit {result.files['submission']} to the benchmark's server")
     if summary["unmatched"]:
         print(f"unmatched answers listed in {result.files['unmatched']}")
     print(f"results in {result.work_dir}")

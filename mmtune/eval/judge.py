@@ -130,8 +130,8 @@ class Judge:
             return None
         return models[0].get("id") if models and isinstance(models[0], dict) else None
 
-    def ask(self, prompt: str) -> str:
-        body = {"model": self.model, "messages": [{"role": "user", "content": prompt}], "temperature": 0,
+    def ask(self, prompt: str, temperature: float = 0.0) -> str:
+        body = {"model": self.model, "messages": [{"role": "user", "content": prompt}], "temperature": temperature,
                 "max_tokens": 16}
         self.calls += 1
         reply = self._request("/v1/chat/completions", body)

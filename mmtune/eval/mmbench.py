@@ -16,27 +16,24 @@ minus `image`, plus `prediction`, the raw answer; for a test split, the file MMB
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Sequence
 
 from rich.console import Console
 
-from mmtune.errors import MmtuneError
 from mmtune.eval import report
 from mmtune.eval.answer import AnswerFn
 from mmtune.eval.circular import add_rotations, circular_groups, group_of, has_rotations
 from mmtune.eval.extract import DEFAULT_MATCHING, Extraction, check_matching, match_answer
+from mmtune.eval.resumable import PREDICTIONS, check_work_dir, fingerprint, load_predictions, predict, progress_bar
 from mmtune.eval.tsv import EvalItem, MMBenchTable, read_mmbench_tsv
 
 log = logging.getLogger(__name__)
-PREDICTIONS = "predictions.jsonl"
 JUDGED = "judge.jsonl"
-RUN_INFO = "run.json"
 
 Judge = Callable[[EvalItem, str], Extraction]
 
@@ -49,92 +46,17 @@ class MMBenchResult:
     files: dict[str, Path] = field(default_factory=dict)
 
 
-def prepare_items(table: MMBenchTable, circular: bool) -> tuple[list[EvalItem], bool]:
+def prepare_items(table: MMBenchTable, circular: bool, build_rotations: bool = True) -> tuple[list[EvalItem], bool]:
     """The rows to ask, and whether rotations were built here (CircularEval on a file without them)."""
-    if circular and not has_rotations(table.items):
+    if circular and build_rotations and not has_rotations(table.items):
         return add_rotations(table.items), True
     return list(table.items), False
-
-
-def fingerprint(items: Sequence[EvalItem]) -> str:
-    """Identifies the question set, so predictions of another file or mode are never mixed in."""
-    h = hashlib.sha1()
-    for it in items:
-        h.update(f"{it.index}\x1f{it.prompt}\x1f{it.answer}\x1e".encode())
-    return h.hexdigest()
-
-
-def load_predictions(path: Path) -> dict[int, dict]:
-    """Rows already predicted (index -> record). A line cut short by an interruption is dropped
-    from the file, so that appending goes on cleanly."""
-    if not path.exists():
-        return {}
-    raw = path.read_bytes()
-    if raw and not raw.endswith(b"\n"):
-        raw = raw[: raw.rfind(b"\n") + 1]
-        path.write_bytes(raw)
-    done: dict[int, dict] = {}
-    for lineno, line in enumerate(raw.decode("utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            done[int(record["index"])] = record
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-            raise MmtuneError("unreadable prediction record", where=f"{path}:line {lineno}",
-                              hint="delete the file to evaluate from scratch") from None
-    return done
-
-
-def check_work_dir(work_dir: Path, info: dict) -> None:
-    """Refuse to resume from predictions made for other questions (another file, --circular or not)."""
-    path = work_dir / RUN_INFO
-    if (work_dir / PREDICTIONS).exists() and path.exists():
-        old = json.loads(path.read_text(encoding="utf-8"))
-        if old.get("fingerprint") != info["fingerprint"]:
-            raise MmtuneError(f"{work_dir} holds predictions for other questions ({old.get('data')}, "
-                              f"circular={old.get('circular')})",
-                              hint="use another --work-dir, or delete its predictions.jsonl to start over")
-    report.write_json(info, path)
 
 
 def make_record(item: EvalItem, reply: str, extraction: Extraction) -> dict:
     hit = None if item.answer is None else extraction.letter == item.answer
     return {"index": item.index, "prediction": reply, "option": extraction.letter, "method": extraction.method,
             "answer": item.answer, "hit": hit, "category": item.category, "l2_category": item.l2_category}
-
-
-def _batches(items: Sequence[EvalItem], size: int) -> Iterable[list[EvalItem]]:
-    for start in range(0, len(items), size):
-        yield list(items[start:start + size])
-
-
-def _progress(console: Console | None, progress: bool):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    return Progress(*columns, console=console or Console(stderr=True), disable=not progress)
-
-
-def predict(items: Sequence[EvalItem], answer_fn: AnswerFn, out_path: Path, *, batch_size: int = 1,
-            done: dict[int, dict] | None = None, progress: bool = True,
-            console: Console | None = None) -> dict[int, str]:
-    """Ask every item not in `done`, appending each raw answer to `out_path` as it comes;
-    index -> raw answer for all items."""
-    replies = {i: str(r["prediction"]) for i, r in (done or {}).items()}
-    pending = [it for it in items if it.index not in replies]
-    with _progress(console, progress) as bar, out_path.open("a", encoding="utf-8") as out:
-        task = bar.add_task("answering", total=len(items), completed=len(items) - len(pending))
-        for batch in _batches(pending, max(1, batch_size)):
-            answers = answer_fn(batch)
-            if len(answers) != len(batch):
-                raise RuntimeError(f"answer function returned {len(answers)} replies for {len(batch)} items")
-            for item, reply in zip(batch, answers):
-                out.write(json.dumps({"index": item.index, "prediction": reply}, ensure_ascii=False) + "\n")
-                replies[item.index] = reply
-            out.flush()
-            bar.advance(task, len(batch))
-    return replies
 
 
 def lost_groups(items: Sequence[EvalItem], matched: dict[int, Extraction]) -> set[int]:
@@ -160,7 +82,7 @@ def judge_unmatched(items: Sequence[EvalItem], replies: dict[int, str], matched:
     lost = lost_groups(items, matched) if circular else set()
     todo = [it for it in items if matched[it.index].needs_judge and not (circular and group_of(it) in lost)]
     out = dict(matched)
-    with _progress(console, progress) as bar, path.open("a", encoding="utf-8") as log_file:
+    with progress_bar(console, progress) as bar, path.open("a", encoding="utf-8") as log_file:
         task = bar.add_task("judging", total=len(todo))
         for item in todo:
             key = (item.index, replies[item.index])
@@ -234,11 +156,15 @@ def submission_rows(table: MMBenchTable, items: Sequence[EvalItem], records: dic
 
 def run_mmbench(data_path: str | Path, answer_fn: AnswerFn, work_dir: str | Path, *, circular: bool = False,
                 batch_size: int = 1, judge: Judge | None = None, matching: str = DEFAULT_MATCHING,
-                progress: bool = True, console: Console | None = None) -> MMBenchResult:
-    """Evaluate `answer_fn` on a multiple-choice TSV; resumable (see the module docstring)."""
+                build_rotations: bool = True, result_name: str = "mmbench_result.xlsx", progress: bool = True,
+                console: Console | None = None) -> MMBenchResult:
+    """Evaluate `answer_fn` on a multiple-choice TSV; resumable (see the module docstring).
+
+    With `circular` and `build_rotations`, a file without rotations gets them built; without
+    `build_rotations` (VLMEvalKit's way) the rotations in the file are scored as they are."""
     check_matching(matching)
     table = read_mmbench_tsv(data_path, na="pandas" if matching == "vlmevalkit" else "literal")
-    items, built = prepare_items(table, circular)
+    items, built = prepare_items(table, circular, build_rotations)
     if not circular and has_rotations(items):
         log.warning("%s holds rotated copies of its questions; without --circular each row is scored as a question "
                     "of its own, which is not MMBench's CircularEval score (pass --circular for that)", data_path)
@@ -270,5 +196,5 @@ def run_mmbench(data_path: str | Path, answer_fn: AnswerFn, work_dir: str | Path
     for path in report.write_summary(summary, work_dir):
         files[path.name] = path
     columns, rows = submission_rows(table, items, records)
-    files["submission"] = report.write_workbook(columns, rows, work_dir / "mmbench_result.xlsx")
+    files["submission"] = report.write_workbook(columns, rows, work_dir / result_name)
     return MMBenchResult(summary, work_dir, [records[it.index] for it in items], files)

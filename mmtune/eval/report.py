@@ -108,3 +108,34 @@ def print_summary(summary: dict, console: Console | None = None, title: str = "M
                   f"({_pct(summary.get('unmatched_rate'))}%)"
                   + (f"; refusals: {summary['refused']}" if summary.get("refused") else "")
                   + (f"; matching: {summary['matching']}" if summary.get("matching") else ""))
+
+
+def print_scores(summary: dict, title: str, console: Console | None = None) -> None:
+    """A yes/no benchmark's scores: one row per split (or category) and a column per measure."""
+    console = console or Console()
+    scores = summary["scores"]
+    table = Table(title=f"{title} (VLMEvalKit scoring)")
+    if title == "MME":
+        table.add_column("Category")
+        for name in ("score", "acc", "acc+"):
+            table.add_column(name, justify="right")
+        for name in scores["score"]:
+            table.add_row(name, f"{scores['score'][name]:.2f}", f"{scores['acc'][name]:.2f}",
+                          f"{scores['acc_plus'][name]:.2f}")
+        table.add_section()
+        table.add_row("[bold]perception[/bold]", f"[bold]{scores['perception']:.2f}[/bold]", "", "")
+        table.add_row("[bold]cognition[/bold]", f"[bold]{scores['cognition']:.2f}[/bold]", "", "")
+    elif all(isinstance(v, dict) for v in scores.values()):
+        measures = list(next(iter(scores.values())))
+        table.add_column("Split")
+        for m in measures:
+            table.add_column(m, justify="right")
+        for split, values in scores.items():
+            table.add_row(split, *(f"{values[m]:.2f}" for m in measures))
+    else:
+        table.add_column("Split")
+        table.add_column("Accuracy (%)", justify="right")
+        for split, value in scores.items():
+            table.add_row(split, f"{value:.2f}")
+    console.print(table)
+    console.print(f"answers that are neither yes nor no: {summary['unknown']} of {summary['n']}")

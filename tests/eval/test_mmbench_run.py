@@ -349,3 +349,24 @@ def test_rotations_scored_without_circular_warn(bench, tmp_path, caplog):
         result = run_mmbench(path, lambda items: ["A"] * len(items), tmp_path / "w", progress=False)
     assert "not MMBench's CircularEval score" in caplog.text
     assert result.summary["n"] == 2 and result.summary["overall"] == 0.5
+
+
+def test_cli_eval_vlm_yes_no_and_mcq(trained, shapes, bench, tmp_path, capsys):
+    from mmtune.cli.main import main
+
+    base, adapter = trained
+    pope = tmp_path / "pope.tsv"
+    pope.write_text("index\tquestion\tanswer\tcategory\timage\n"
+                    + "".join(f"{i}\tIs there a cat {i}?\t{['Yes', 'No'][i % 2]}\trandom\t{bench.png()}\n" for i in range(4)),
+                    encoding="utf-8")
+    common = [base, "--adapter", adapter, "--prompt-template", "chatml", "--max-new-tokens", "4", "--no-progress"]
+    assert main(["eval", "vlm", *common, "--benchmark", "pope", "--data-path", str(pope),
+                 "--work-dir", str(tmp_path / "pope")]) == 0
+    out = capsys.readouterr().out
+    assert "POPE (VLMEvalKit scoring)" in out and "precision" in out and "neither yes nor no" in out
+    assert main(["eval", "vlm", *common, "--benchmark", "seedbench", "--data-path", str(shapes.files["mmbench_dev"]),
+                 "--work-dir", str(tmp_path / "seed"), "--batch-size", "4"]) == 0
+    assert "SEED-Bench" in capsys.readouterr().out
+    assert main(["eval", "vlm", *common, "--benchmark", "nope", "--data-path", str(pope),
+                 "--work-dir", str(tmp_path / "x")]) == 2
+    assert "unknown benchmark 'nope'" in capsys.readouterr().err
