@@ -11,8 +11,8 @@ back one reply string per item, so any model plugs in:
 `text_answerer` asks a text-only model the item's `prompt` and ignores its images (text-only
 ablations, and tests). `vlm_answerer` receives the same items; it reads `item.images` (decoded PIL
 images) and `item.prompt` (which has no image placeholder: it puts its own, one per image, in front,
-as LLaVA's MMBench script asks, `item_messages(..., image_placeholder="<image>")`) and answers one
-item at a time through the engine's one generate path, so a model sees the images as in training.
+as LLaVA's MMBench script asks, `item_messages(..., image_placeholder="<image>")`) and answers a
+batch together through the engine's one generate path, so a model sees the images as in training.
 Building an answerer from paths on the command line is eval/load.py's job (`make_answerer`).
 """
 
@@ -58,19 +58,17 @@ def text_answerer(model, tokenizer, template, *, settings: GenerationSettings | 
 
 
 def vlm_answerer(loaded, *, settings=None, system: str | None = None) -> AnswerFn:
-    """Answer with a loaded vision-language model (`loaded.vision` set), images included."""
-    from mmtune.infer.engine import generate_reply
+    """Answer with a loaded vision-language model (`loaded.vision` set), images included; a batch of
+    items is generated together (left padding, the images combined as the family does in training)."""
+    from mmtune.infer.engine import generate_replies
 
     if getattr(loaded, "vision", None) is None:
         raise MmtuneError(f"{loaded.name} is not a vision-language model")
     settings = settings or eval_settings()
 
     def answer(items: Sequence[EvalItem]) -> list[str]:
-        replies = []
-        for item in items:
-            messages = item_messages(item, system, image_placeholder=IMAGE_PLACEHOLDER)
-            replies.append(generate_reply(loaded.model, loaded.tokenizer, loaded.template, messages, settings,
-                                          images=item.images or None, vision=loaded.vision))
-        return replies
+        conversations = [item_messages(it, system, image_placeholder=IMAGE_PLACEHOLDER) for it in items]
+        return generate_replies(loaded.model, loaded.tokenizer, loaded.template, conversations, settings,
+                                images=[it.images for it in items], vision=loaded.vision)
 
     return answer

@@ -241,30 +241,61 @@ def generate_reply(model, tokenizer, template: ChatFormat, messages: Sequence[Me
     return text.strip()
 
 
+def _left_padded(inputs: Sequence[dict], pad_id: int, model) -> dict:
+    """Per-prompt inputs (each a batch of one) as one left-padded batch: the sequence tensors
+    (input_ids and anything shaped like it) padded on the left, the image tensors combined as the
+    model's family combines them in training."""
+    from mmtune.infer.vision import image_batch_for
+
+    width = max(x["input_ids"].shape[1] for x in inputs)
+    batch: dict = {}
+    for key in inputs[0]:
+        if inputs[0][key].shape != inputs[0]["input_ids"].shape:
+            continue
+        fill = pad_id if key == "input_ids" else 0
+        batch[key] = torch.cat([torch.nn.functional.pad(x[key], (width - x[key].shape[1], 0), value=fill)
+                                for x in inputs])
+    images = [{k: v for k, v in x.items() if v.shape != x["input_ids"].shape} for x in inputs]
+    return image_batch_for(model).add(batch, [{"image_inputs": [im]} for im in images if im])
+
+
 def generate_replies(model, tokenizer, template: ChatFormat, conversations: Sequence[Sequence[Message]],
-                     settings: GenerationSettings | None = None) -> list[str]:
-    """One reply per conversation, all generated together (left padding, greedy unless settings sample)."""
+                     settings: GenerationSettings | None = None, *, images: Sequence | None = None,
+                     vision=None) -> list[str]:
+    """One reply per conversation, all generated together (left padding, greedy unless settings sample).
+
+    `images`: per conversation its PIL images (a vision-language model, `vision` as for
+    generate_reply); the batch's image tensors are combined as the model's family does in training."""
     settings = settings or GenerationSettings()
-    if len(conversations) == 1:
-        return [generate_reply(model, tokenizer, template, conversations[0], settings)]
     if not conversations:
         return []
-    prompts = [template.render(list(msgs), add_generation_prompt=True)[0] for msgs in conversations]
-    device = next(model.parameters()).device
+    images = list(images) if images is not None else [None] * len(conversations)
+    if len(conversations) == 1:
+        return [generate_reply(model, tokenizer, template, conversations[0], settings, images=images[0], vision=vision)]
     kwargs = _generate_kwargs(model, tokenizer, template, settings)
     pad_id = kwargs["pad_token_id"]
     if pad_id is None:  # a tokenizer without a pad token (e.g. straight from training): any id works under the mask
         pad_id = kwargs["pad_token_id"] = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
-    ids = tokenizer(prompts, add_special_tokens=False).input_ids
-    width = max(len(x) for x in ids)
-    # left padding, done here so the shared tokenizer's padding_side is never touched
-    input_ids = torch.tensor([[pad_id] * (width - len(x)) + list(x) for x in ids], device=device)
-    attention_mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=device)
+    if any(images):
+        if not all(images):  # some prompts with images, some without: the families' forwards take one kind
+            return [generate_reply(model, tokenizer, template, c, settings, images=im or None, vision=vision)
+                    for c, im in zip(conversations, images)]
+        inputs = _left_padded([prompt_inputs(model, tokenizer, template, c, im, vision)
+                               for c, im in zip(conversations, images)], pad_id, model)
+    else:
+        device = next(model.parameters()).device
+        prompts = [template.render(list(msgs), add_generation_prompt=True)[0] for msgs in conversations]
+        ids = tokenizer(prompts, add_special_tokens=False).input_ids
+        width = max(len(x) for x in ids)
+        # left padding, done here so the shared tokenizer's padding_side is never touched
+        inputs = {"input_ids": torch.tensor([[pad_id] * (width - len(x)) + list(x) for x in ids], device=device),
+                  "attention_mask": torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=device)}
+    width = inputs["input_ids"].shape[1]
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad(), seeded(settings.seed, model):
-            out = model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+            out = model.generate(**inputs, **kwargs)
     finally:
         model.train(was_training)
     texts = tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)

@@ -4,8 +4,10 @@
 
 from __future__ import annotations
 
+from mmtune.data.collate import ImageBatch
 from mmtune.data.processor_images import ProcessorImages
 from mmtune.data.vlm import SLICE_END, SLICE_START, ImageLoader, ImageSpec, LlavaImages
+from mmtune.models.families.registry import base_model, family_for_type, image_token_id_of
 from mmtune.models.processors import with_knobs
 
 
@@ -34,3 +36,14 @@ def vision_inputs_for(model, processor, meta: dict | None):
     )
     loader = ImageLoader(processor.image_processor, meta.get("image_mode", "pad"), slice_cfg)
     return LlavaImages(spec, loader, tokenizer)
+
+
+def image_batch_for(model) -> ImageBatch:
+    """How the images of several prompts go into one generate call: the family's way of combining
+    them (as in training) and its image-token mask."""
+    config = base_model(model).config
+    family = family_for_type(getattr(config, "model_type", None))
+    if family is None:
+        return ImageBatch()
+    token_types = (family.token_types, image_token_id_of(config)) if family.token_types else None
+    return ImageBatch(family.combine, token_types)

@@ -1,5 +1,5 @@
 """The VLM answerer plumbing with an (untrained) tiny LLaVA: every question reaches the model with
-its image, loaded as an exported LLaVA dir or as LLM + --visual-encoder + --llava DIR.
+its image (batched generation: tests/infer/test_batched_vlm.py), loaded as an exported LLaVA dir or as LLM + --visual-encoder + --llava DIR.
 No accuracy claim: learning is tested where the LLaVA training is."""
 
 from __future__ import annotations
@@ -41,13 +41,16 @@ def test_each_item_is_asked_with_its_image(tiny_llava, tmp_path):
     generate = loaded.model.generate
 
     def spy(**kwargs):
-        seen.append((kwargs["pixel_values"].shape, int((kwargs["input_ids"] == loaded.model.config.image_token_id).sum())))
+        per_prompt = (kwargs["input_ids"] == loaded.model.config.image_token_id).sum(dim=1)
+        seen.append((kwargs["pixel_values"].shape[0], kwargs["input_ids"].shape[0], per_prompt.tolist()))
         return generate(**kwargs)
 
     loaded.model.generate = spy
     result = run_mmbench(tiny_llava["dev"], vlm_answerer(loaded), tmp_path / "w", batch_size=2, progress=False)
-    assert len(seen) == result.summary["n_rows"] > 0
-    assert all(shape[0] == 1 and n_image_tokens > 0 for shape, n_image_tokens in seen)
+    # asked two at a time: one image per prompt, every prompt with its image tokens
+    assert sum(prompts for _, prompts, _ in seen) == result.summary["n_rows"] > 2
+    assert all(images == prompts and min(tokens) > 0 and len(set(tokens)) == 1 for images, prompts, tokens in seen)
+    assert max(prompts for _, prompts, _ in seen) == 2
 
 
 def test_cli_with_exported_llava_and_with_parts(tiny_llava, tmp_path, capsys):
