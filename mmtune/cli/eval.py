@@ -1,4 +1,4 @@
-"""`mmtune eval mmbench|text`."""
+"""`mmtune eval mmbench|vlm|mcq|text`."""
 
 from __future__ import annotations
 
@@ -32,6 +32,13 @@ Multiple choice: mmbench, ccbench (CircularEval over the rotations the file hold
 scienceqa, mmstar, mcq (any such file). Yes/no: mme, pope, hallusionbench, yes_no (any such file).
 """
 
+MCQ_EPILOG = """\
+examples:
+  mmtune eval mcq merged --data mmlu/test --dev mmlu/dev --work-dir work_dirs/mmlu            # 5-shot, generative
+  mmtune eval mcq merged --data mmlu/test --dev mmlu/dev --mode loglik --work-dir work_dirs/mmlu_ll
+  mmtune eval mcq merged --data ceval/val --dev ceval/dev --work-dir work_dirs/ceval --language zh
+"""
+
 TEXT_EPILOG = """\
 examples:
   mmtune eval text merged --data data/heldout.jsonl --work-dir work_dirs/text_eval
@@ -54,6 +61,24 @@ def register(sub) -> None:
     v.add_argument("--benchmark", required=True, metavar="NAME",
                    help="one of: " + ", ".join(_benchmark_names()))
     v.set_defaults(func=run_vlm_cmd)
+
+    q = add_parser(group, "mcq", "text multiple choice (MMLU, C-Eval, CMMLU CSVs): accuracy per subject", MCQ_EPILOG)
+    _model_args(q)
+    q.add_argument("--data", required=True, metavar="PATH", help="a subject's .csv or a directory of them")
+    q.add_argument("--dev", metavar="PATH", help="few-shot examples: the dev split (.csv or directory), by subject")
+    q.add_argument("--shots", type=int, default=None, help="examples per prompt (default: 5 with --dev, else 0)")
+    q.add_argument("--mode", choices=["generate", "loglik"], default="generate",
+                   help="generate an answer and match it to an option, or pick the most likely option letter")
+    q.add_argument("--language", choices=["auto", "en", "zh"], default="auto",
+                   help="prompt language (auto: Chinese when the questions are)")
+    q.add_argument("--prompt-template", dest="template", help="template name for --mode generate")
+    q.add_argument("--work-dir", required=True, metavar="DIR", help="predictions and summary go here")
+    q.add_argument("--batch-size", type=int, default=8)
+    q.add_argument("--max-new-tokens", type=int, default=8)
+    q.add_argument("--matching", choices=["vlmevalkit", "lenient"], default="vlmevalkit",
+                   help="answer -> option rules for --mode generate (see docs/eval.md)")
+    q.add_argument("--system", help="system prompt (--mode generate)")
+    q.set_defaults(func=run_mcq_cmd)
 
     t = add_parser(group, "text", "loss, perplexity and answer match on a conversation data file", TEXT_EPILOG)
     _model_args(t)
@@ -152,6 +177,42 @@ def _print_mcq(result, title: str = "MMBench") -> int:
     if summary["unmatched"]:
         print(f"unmatched answers listed in {result.files['unmatched']}")
     print(f"results in {result.work_dir}")
+    return 0
+
+
+def run_mcq_cmd(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from mmtune.errors import MmtuneError
+    from mmtune.eval.load import make_answerer, make_loglik_answerer
+    from mmtune.eval.mcq import run_mcq
+
+    if args.batch_size < 1:
+        raise MmtuneError(f"--batch-size must be at least 1, got {args.batch_size}")
+    shots = args.shots if args.shots is not None else (5 if args.dev else 0)
+    if args.mode == "loglik":
+        answer_fn = make_loglik_answerer(args.model, adapter=args.adapter, device=args.device,
+                                         trust_remote_code=args.trust_remote_code)
+    else:
+        answer_fn = make_answerer(args.model, adapter=args.adapter, template=args.template, device=args.device,
+                                  max_new_tokens=args.max_new_tokens, system=args.system,
+                                  trust_remote_code=args.trust_remote_code)
+    summary = run_mcq(args.data, answer_fn, args.work_dir, dev=args.dev, shots=shots, mode=args.mode,
+                      language=args.language, batch_size=args.batch_size, matching=args.matching,
+                      progress=args.progress)
+    table = Table(title=f"multiple choice ({args.mode}, {shots}-shot)")
+    for column, justify in (("Subject", "left"), ("Accuracy (%)", "right"), ("N", "right")):
+        table.add_column(column, justify=justify)
+    for subject, acc in summary["per_subject"].items():
+        table.add_row(subject, f"{100 * acc:.1f}", str(summary["per_subject_n"][subject]))
+    table.add_section()
+    table.add_row("[bold]Overall[/bold]", f"[bold]{100 * summary['overall']:.1f}[/bold]", str(summary["n"]))
+    table.add_row("macro (mean of subjects)", f"{100 * summary['macro']:.1f}", str(len(summary["per_subject"])))
+    Console().print(table)
+    if args.mode == "generate":
+        print(f"unmatched answers: {summary['unmatched']} of {summary['n']}")
+    print(f"results in {args.work_dir}")
     return 0
 
 

@@ -55,3 +55,13 @@ def make_vlm_answerer(model_path: str, *, llava: str | None, visual_encoder: str
             raise MmtuneError(f"--llava {llava!r} is not an exported LLaVA model",
                               hint="for a LLaVA run's output dir also pass --visual-encoder ENC (and the LLM as MODEL)")
     return vlm_answerer(loaded, settings=settings, system=system)
+
+
+def make_loglik_answerer(model_path: str, *, adapter: str | None = None, device: str = "auto", dtype: str = "auto",
+                         trust_remote_code: bool = False) -> AnswerFn:
+    """`mmtune eval mcq --mode loglik`: the model (+ adapter) scoring each option letter."""
+    from mmtune.eval.loglik import loglik_answerer
+
+    loaded = load_for_inference(model_path, adapter=adapter, device=device, dtype=dtype,
+                                trust_remote_code=trust_remote_code)
+    return loglik_answerer(loaded.model, loaded.tokenizer)
