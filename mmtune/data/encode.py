@@ -197,7 +197,7 @@ class ConversationEncoder:
         self.fast = None  # a FastBPE for bulk encoding (see mmtune.data.fast_bpe), set by the caller
 
     def render(self, conv: Conversation) -> tuple[str, list[tuple[int, int]]]:
-        return self.template.render(with_system(conv.messages, self.system))
+        return self.template.render(with_system(conv.messages, self.system), tools=conv.tools)
 
     def encode_full(self, conv: Conversation) -> EncodedSample:
         """Encode without any length limit."""

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Protocol, Sequence
 
 from mmtune.data.conversation import IMAGE_PLACEHOLDER, Message
+from mmtune.data.jinja_templates import LLAMA3_1, QWEN3, TOOL_RENDERERS, JinjaTemplate
 from mmtune.jinja_content import with_content_parts
 from mmtune.errors import ConfigError
 
@@ -28,9 +29,20 @@ Span = tuple[int, int]
 class ChatFormat(Protocol):
     name: str
 
-    def render(self, messages: Sequence[Message], add_generation_prompt: bool = False) -> tuple[str, list[Span]]: ...
+    def render(self, messages: Sequence[Message], add_generation_prompt: bool = False,
+               tools: Sequence[dict] | None = None) -> tuple[str, list[Span]]: ...
 
     def stop_words(self, tokenizer) -> list[str]: ...
+
+
+def has_tools(messages: Sequence[Message], tools) -> bool:
+    return bool(tools) or any(m.tool_calls or m.role == "tool" for m in messages)
+
+
+def no_tool_renderer(name: str) -> ConfigError:
+    return ConfigError(f"template {name!r} does not render tool definitions, tool calls or tool results",
+                       hint="use qwen_chat, qwen3_chat, llama3_1_chat, internlm2_chat, or auto with a tokenizer "
+                            "whose chat template renders tools")
 
 
 @dataclass(frozen=True)
@@ -51,7 +63,12 @@ class Template:
     # its eos_token there). Never between turns, so it does not change any answer span.
     closing: str = ""
 
-    def render(self, messages: Sequence[Message], add_generation_prompt: bool = False) -> tuple[str, list[Span]]:
+    def render(self, messages: Sequence[Message], add_generation_prompt: bool = False,
+               tools: Sequence[dict] | None = None) -> tuple[str, list[Span]]:
+        if has_tools(messages, tools):  # through the model's own tool-rendering template
+            if self.name not in TOOL_RENDERERS:
+                raise no_tool_renderer(self.name)
+            return TOOL_RENDERERS[self.name].render(messages, add_generation_prompt, tools)
         parts: list[str] = [self.bos]
         spans: list[Span] = []
         length = len(self.bos)
@@ -162,7 +179,16 @@ class TokenizerTemplate:
         dicts = [{"role": m.role, "content": m.content} for m in messages]
         return self.tokenizer.apply_chat_template(dicts, tokenize=False, add_generation_prompt=add_generation_prompt)
 
-    def render(self, messages: Sequence[Message], add_generation_prompt: bool = False) -> tuple[str, list[Span]]:
+    def tool_renderer(self):
+        """The tokenizer's own template as a JinjaTemplate: tools through its `tools=` argument."""
+        tok = self.tokenizer
+        return JinjaTemplate("auto", tok.chat_template, end_markers=tuple(self.stop_words()),
+                             bos_token=tok.bos_token, eos_token=tok.eos_token)
+
+    def render(self, messages: Sequence[Message], add_generation_prompt: bool = False,
+               tools: Sequence[dict] | None = None) -> tuple[str, list[Span]]:
+        if has_tools(messages, tools):
+            return self.tool_renderer().render(messages, add_generation_prompt, tools)
         msgs = list(messages)
         full = self._apply(msgs, add_generation_prompt)
         spans: list[Span] = []
@@ -245,6 +271,9 @@ class ProcessorTemplate(TokenizerTemplate):
 
     processor: object = None
 
+    def tool_renderer(self):
+        raise no_tool_renderer("auto (a vision-language model's processor template)")
+
     def _apply(self, messages: Sequence[Message], add_generation_prompt: bool) -> str:
         conversation = [{"role": m.role, "content": content_parts(m.content)} for m in messages]
         return self.processor.apply_chat_template(conversation, tokenize=False, add_generation_prompt=add_generation_prompt)
@@ -270,7 +299,8 @@ def content_parts(text: str) -> list[dict]:
 
 
 _PROBE_ANSWER = "mmtune-probe-answer"
-TEMPLATES: dict[str, Template] = {}
+TEMPLATES: dict[str, Template] = {}  # format-string templates
+JINJA_TEMPLATES: dict[str, JinjaTemplate] = {t.name: t for t in (QWEN3, LLAMA3_1)}  # official jinja, as they are
 
 
 def register(template: Template) -> Template:
@@ -352,15 +382,21 @@ register(
 
 def store_template(tokenizer, template: ChatFormat, processor=None) -> None:
     """Write a named template into the tokenizer (and processor) as its jinja chat template, so a
-    saved tokenizer reproduces the training format; `auto` is the tokenizer's own already."""
-    if isinstance(template, Template):
+    saved tokenizer reproduces the training format; `auto` is the tokenizer's own already. A template
+    that renders tools is stored as the jinja that does (the same text for conversations without)."""
+    if isinstance(template, JinjaTemplate):
+        tokenizer.chat_template = with_content_parts(template.text)
+    elif isinstance(template, Template) and template.name in TOOL_RENDERERS:
+        tokenizer.chat_template = with_content_parts(TOOL_RENDERERS[template.name].text)
+    elif isinstance(template, Template):
         tokenizer.chat_template = template.to_jinja()
+    if isinstance(template, (Template, JinjaTemplate)):
         if processor is not None:
             processor.chat_template = tokenizer.chat_template
 
 
 def template_names() -> list[str]:
-    return ["auto", *TEMPLATES]
+    return ["auto", *TEMPLATES, *JINJA_TEMPLATES]
 
 
 def get_template(name: str, tokenizer=None) -> ChatFormat:
@@ -372,6 +408,8 @@ def get_template(name: str, tokenizer=None) -> ChatFormat:
                 hint=f"set data.template to one of: {', '.join(TEMPLATES)}",
             )
         return TokenizerTemplate(tokenizer)
+    if name in JINJA_TEMPLATES:
+        return JINJA_TEMPLATES[name]
     if name not in TEMPLATES:
         close = difflib.get_close_matches(name, template_names(), n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""

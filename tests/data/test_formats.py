@@ -236,9 +236,10 @@ def test_jsonl_named_json_and_single_record(tmp_path, good):
                              {"role": "assistant", "content": "c"}]},
      "record 1:messages[2].role: roles do not alternate: got 'assistant', expected 'user'"),
     ("llava", {"conversations": [{"from": "human", "value": "a"}, {"from": "bot", "value": "b"}]},
-     "record 1:conversations[1].from: unknown role 'bot' (expected one of human, user, gpt, assistant, system)"),
+     "record 1:conversations[1].from: unknown role 'bot' (expected one of human, user, gpt, assistant, system, "
+     "function_call, observation)"),
     ("openai", {"messages": [{"role": "user", "content": "a"}, {"role": "tool", "content": "b"}]},
-     "record 1:messages[1].role: tool-call turns are not supported yet"),
+     "record 1:messages[1].role: a tool result must follow an assistant message that calls tools"),
     ("minicpm", {"conversations": [{"role": "human", "content": "a"}, {"role": "assistant", "content": "b"}]},
      "record 1:conversations[0].role: unknown role 'human' (expected one of user, assistant, system)"),
     ("llava", {"conversations": [{"from": "human", "value": "a"}, {"from": "gpt", "value": None}]},

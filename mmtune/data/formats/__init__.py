@@ -177,7 +177,7 @@ def _read_one(reader: type, record: Any, where: str) -> Conversation | list[Data
     if not isinstance(record, dict):
         return [DataError(f"record is {type_name(record)}, expected an object", where=where)]
     try:
-        refuse_unsupported(record, where)
+        refuse_unsupported(record, where, tools=getattr(reader, "reads_tools", False))
         conv = reader.read(record, where)
         check_text(conv, where)
     except DataError as e:
@@ -220,10 +220,11 @@ def _present(value: Any) -> bool:
     return value is not None and value != [] and value != {}
 
 
-def refuse_unsupported(record: dict, where: str) -> None:
+def refuse_unsupported(record: dict, where: str, tools: bool = False) -> None:
     """Data SFT cannot train right is refused by name, never read as if that part were not there:
     video and audio (a key, a content part or a `<video>`/`<audio>` mark), preference pairs
-    (chosen/rejected) and KTO labels, tool definitions and tool-call turns."""
+    (chosen/rejected) and KTO labels, and (for formats that do not read them, `tools` False) tool
+    definitions and tool-call turns."""
     for key, kind in MEDIA_KEYS.items():
         if _present(record.get(key)):
             raise field_error(where, key, f"{kind} records are not supported (images only)",
@@ -236,23 +237,23 @@ def refuse_unsupported(record: dict, where: str) -> None:
         key = "kto_tag" if "kto_tag" in record else "label"
         raise field_error(where, key, "preference data (a KTO label) is not supported by SFT",
                           hint="for SFT, keep only the records labelled good and drop the label")
-    if _present(record.get("tools")):
-        raise field_error(where, "tools", "tool definitions (tool-call data) are not supported yet",
-                          hint="leave tool-call records out of the data: without the tools in the prompt the "
-                               "model would learn calls to tools it never sees defined")
+    if _present(record.get("tools")) and not tools:
+        raise field_error(where, "tools", "tool definitions are not read in this format",
+                          hint="write tool-call data as OpenAI messages or ShareGPT (function_call / observation): "
+                               "without the tools in the prompt the model would learn calls to tools it never sees")
     for key in ("conversations", "messages"):
         turns = record.get(key)
         for i, turn in enumerate(turns if isinstance(turns, list) else []):
             if isinstance(turn, dict):
-                _refuse_unsupported_turn(turn, where, f"{key}[{i}]")
+                _refuse_unsupported_turn(turn, where, f"{key}[{i}]", tools)
 
 
-def _refuse_unsupported_turn(turn: dict, where: str, at: str) -> None:
+def _refuse_unsupported_turn(turn: dict, where: str, at: str, tools: bool = False) -> None:
     role_key = "from" if "from" in turn else "role"
-    if turn.get(role_key) in TOOL_ROLES or _present(turn.get("tool_calls")):
+    if not tools and (turn.get(role_key) in TOOL_ROLES or _present(turn.get("tool_calls"))):
         field = f"{at}.tool_calls" if _present(turn.get("tool_calls")) else f"{at}.{role_key}"
-        raise field_error(where, field, "tool-call turns are not supported yet",
-                          hint="leave tool-call records out of the data")
+        raise field_error(where, field, "tool-call turns are not read in this format",
+                          hint="write tool-call data as OpenAI messages or ShareGPT (function_call / observation)")
     content_key = "value" if "value" in turn else "content"
     content = turn.get(content_key)
     for part in content if isinstance(content, list) else [content]:

@@ -86,16 +86,20 @@ def image_paths(value: Any, where: str, field: str) -> list[str]:
 
 
 def read_turns(record: dict, key: str, where: str, *, role_key: str, content_key: str, roles: dict[str, str],
-               noun: str = "turn", parts: Callable[[list, str], str] | None = None) -> list[Message]:
+               noun: str = "turn", parts: Callable[[list, str], str] | None = None,
+               calls: Callable[[Any, str], list] | None = None) -> list[Message]:
     """The turns of `record[key]` (each `{role_key: ..., content_key: ...}`) as Messages: the one
     turn-reading loop of the conversation formats. `roles` maps the format's role names to ours;
-    `parts(content, field)` turns a list content into text (OpenAI content parts), or lists are an error."""
+    `parts(content, field)` turns a list content into text (OpenAI content parts), or lists are an error.
+    `calls(value, field)` reads a turn's `tool_calls` (OpenAI); then a tool message's `tool_call_id`
+    and `name` are read too, and an assistant turn with tool calls may have no content."""
     turns = require(record, key, list, where)
     messages = []
     for i, turn in enumerate(turns):
         if type(turn) is dict:  # fast path: a well-formed text turn, checked without building field names
             role, content = turn.get(role_key), turn.get(content_key)
-            if type(role) is str and role in roles and type(content) is str:
+            if type(role) is str and role in roles and type(content) is str and (
+                    calls is None or ("tool_calls" not in turn and roles[role] != "tool")):
                 messages.append(Message(roles[role], content, _origin(key, i, role_key, content_key)))
                 continue
         field = f"{key}[{i}]"
@@ -104,10 +108,21 @@ def read_turns(record: dict, key: str, where: str, *, role_key: str, content_key
                                             f"{role_key!r} and {content_key!r}")
         role = map_role(require(turn, role_key, str, where, field=f"{field}.{role_key}"), roles, where,
                         f"{field}.{role_key}")
-        content = require(turn, content_key, (str, list) if parts else str, where, field=f"{field}.{content_key}")
+        has_calls = calls is not None and turn.get("tool_calls") not in (None, [])
+        if has_calls and turn.get(content_key) is None:
+            content = ""
+        else:
+            content = require(turn, content_key, (str, list) if parts else str, where, field=f"{field}.{content_key}")
         if isinstance(content, list):
             content = parts(content, f"{field}.{content_key}")
-        messages.append(Message(role, content, _origin(key, i, role_key, content_key)))
+        message = Message(role, content, _origin(key, i, role_key, content_key))
+        if has_calls:
+            message.tool_calls = calls(turn["tool_calls"], f"{field}.tool_calls")
+        if calls is not None and role == "tool":
+            for attr in ("tool_call_id", "name"):
+                if turn.get(attr) is not None:
+                    setattr(message, attr, check_type(turn[attr], str, where, f"{field}.{attr}"))
+        messages.append(message)
     return messages
 
 
