@@ -118,6 +118,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="languages of the shape and colour questions, comma-separated: en, zh (default: en)")
     shapes.set_defaults(func=run_shapes)
 
+    tools = commands.add_parser(
+        "tools", help="generate a small tool-use dataset (weather, calculator, unit conversion)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Write train.jsonl and heldout.jsonl (OpenAI messages with tools; held-out cities, numbers and "
+                    "phrasings are new) and tools.json, for trying agent fine-tuning on a CPU.")
+    tools.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
+    tools.add_argument("--n", type=int, default=400, metavar="N", help="training conversations (default: 400)")
+    tools.add_argument("--heldout", type=int, default=None, metavar="N", help="held-out conversations (default: n/5)")
+    tools.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default: 0)")
+    tools.set_defaults(func=run_tools)
+
     preview = commands.add_parser(
         "preview", help="show samples as the model will see them", epilog=PREVIEW_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -179,6 +190,19 @@ def run_self_cognition(args: argparse.Namespace) -> int:
     convs = make_self_cognition(args.name, args.author, repeat=args.repeat, langs=langs, seed=args.seed)
     path = write_conversations(convs, args.output)
     print(f"wrote {len(convs)} conversations to {path}")
+    return 0
+
+
+def run_tools(args: argparse.Namespace) -> int:
+    from mmtune.data.synth.tools import make_tool_dataset
+    from mmtune.errors import MmtuneError
+
+    if args.n < 1:
+        raise MmtuneError(f"--n must be at least 1, got {args.n}")
+    data = make_tool_dataset(args.output, n=args.n, seed=args.seed, heldout=args.heldout)
+    for name, path in data.files.items():
+        count = f"{data.records[name]} conversations" if name in data.records else "tool definitions"
+        print(f"{name:8} {path}  ({count})")
     return 0
 
 

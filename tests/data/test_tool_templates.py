@@ -206,3 +206,41 @@ def test_openai_and_sharegpt_tool_records_read_the_same():
 def test_bad_tool_records_are_named(record, message):
     _, errors = read_records([record], "d.json", errors="collect")
     assert errors and message in errors[0].format(), errors[0].format()
+
+
+def _openai(calls, results, tools=(WEATHER,), then="Done."):
+    messages = [{"role": "user", "content": "q"},
+                {"role": "assistant", "content": None, "tool_calls": [
+                    {"id": f"c{k}", "type": "function", "function": {"name": n, "arguments": json.dumps(a)}}
+                    for k, (n, a) in enumerate(calls)]}]
+    messages += [{"role": "tool", "content": "r", **({"tool_call_id": r} if r else {})} for r in results]
+    if then:
+        messages.append({"role": "assistant", "content": then})
+    return {"tools": list(tools), "messages": messages}
+
+
+@pytest.mark.parametrize("record, message", [
+    (_openai([("get_time", {})], ["c0"]),
+     "messages[1].tool_calls[0]: calls tool 'get_time', which is not defined (get_weather)"),
+    (_openai([("get_weather", {"town": "Paris"})], ["c0"]),
+     "messages[1].tool_calls[0]: arguments of 'get_weather' do not match its parameters: 'city' is a required property"),
+    (_openai([("get_weather", {"city": 7})], ["c0"]),
+     "messages[1].tool_calls[0]: arguments of 'get_weather' do not match its parameters: city: 7 is not of type 'string'"),
+    (_openai([("get_weather", {"city": "Paris"})], ["c9"]),
+     "messages[2].tool_call_id: answers call id 'c9', which no call before it has"),
+    (_openai([("get_weather", {"city": "Paris"}), ("get_weather", {"city": "Rome"})], ["c0"]),
+     "messages[1].tool_calls[1]: tool call 'get_weather' is never answered (an assistant turn follows)"),
+    (_openai([("get_weather", {"city": "Paris"})], [], then=None),
+     "messages[1].tool_calls[0]: tool call 'get_weather' is never answered (the conversation ends)"),
+    (_openai([("get_weather", {"city": "Paris"})], [], tools=(), then=None),
+     "messages[1].tool_calls[0]: calls tool 'get_weather', which is not defined (the record defines no tools)"),
+])
+def test_tool_data_problems_are_named(record, message):
+    _, errors = read_records([record], "t.jsonl", errors="collect")
+    assert errors and f"t.jsonl:record 0:{message}" in errors[0].format(), [e.format() for e in errors]
+
+
+def test_good_tool_data_passes_the_checks():
+    good = _openai([("get_weather", {"city": "Paris"}), ("get_weather", {"city": "Rome"})], ["c1", "c0"])
+    convs, errors = read_records([good], "t.jsonl", errors="collect")
+    assert errors == [] and len(convs) == 1

@@ -186,6 +186,12 @@ def _read_one(reader: type, record: Any, where: str) -> Conversation | list[Data
     problems = validate_conversation(conv)
     if problems:
         return [field_error(where, in_record_terms(field, conv, reader), reason) for field, reason in problems]
+    if conv.has_tools:
+        from mmtune.data.tool_checks import tool_problems
+
+        problems = tool_problems(conv)  # fields already in the record's terms
+        if problems:
+            return [field_error(where, field, reason) for field, reason in problems]
     return conv
 
 

@@ -1,0 +1,144 @@
+"""A small tool-use dataset for demos and tests: a weather lookup, a calculator and a unit converter,
+asked in varied phrasings, with some questions that need no tool.
+
+Every conversation is user -> assistant tool call -> tool result -> assistant answer (or, with no
+tool needed, user -> answer). Tool results are computed (the calculator and the converter are
+right; the weather is made up but fixed per city). Held-out conversations use cities, numbers and
+some phrasings that training never shows, so a model that learned to fill arguments from the
+question, not to recall them, calls the right tool with the right arguments on them.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from mmtune.data.conversation import Conversation, Message, ToolCall
+
+TOOLS = [
+    {"type": "function", "function": {
+        "name": "get_weather", "description": "Get the current weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string", "description": "the city"}},
+                       "required": ["city"]}}},
+    {"type": "function", "function": {
+        "name": "calculate", "description": "Do one arithmetic operation on two numbers",
+        "parameters": {"type": "object", "properties": {
+            "operation": {"type": "string", "enum": ["add", "subtract", "multiply", "divide"]},
+            "a": {"type": "number"}, "b": {"type": "number"}}, "required": ["operation", "a", "b"]}}},
+    {"type": "function", "function": {
+        "name": "convert_units", "description": "Convert a length or a weight between units",
+        "parameters": {"type": "object", "properties": {
+            "value": {"type": "number"}, "from_unit": {"type": "string", "enum": ["km", "mi", "kg", "lb"]},
+            "to_unit": {"type": "string", "enum": ["km", "mi", "kg", "lb"]}},
+            "required": ["value", "from_unit", "to_unit"]}}},
+]
+
+TRAIN_CITIES = ["Paris", "Rome", "Berlin", "Madrid", "Lisbon", "Vienna", "Prague", "Dublin", "Oslo", "Helsinki",
+                "Warsaw", "Athens", "Cairo", "Lagos", "Nairobi", "Tokyo", "Seoul", "Beijing", "Delhi", "Sydney",
+                "Toronto", "Chicago", "Boston", "Denver", "Lima", "Bogota", "Santiago", "Havana", "Manila", "Hanoi"]
+HELDOUT_CITIES = ["London", "Moscow", "Istanbul", "Dubai", "Mumbai", "Bangkok", "Jakarta", "Shanghai", "Osaka",
+                  "Melbourne", "Vancouver", "Seattle", "Austin", "Quito", "Caracas", "Dakar", "Tunis", "Riga",
+                  "Zurich", "Geneva"]
+WEATHER_ASKS = {"train": ["What is the weather in {city}?", "How is the weather in {city} today?",
+                          "Is it cold in {city} right now?", "Tell me the weather for {city}.",
+                          "weather {city}", "Do I need an umbrella in {city}?", "What's it like outside in {city}?"],
+                "heldout": ["What is the weather in {city}?", "Could you check the weather in {city}?",
+                            "How warm is it in {city}?"]}
+OPS = {"add": ("plus", "+"), "subtract": ("minus", "-"), "multiply": ("times", "*"), "divide": ("divided by", "/")}
+CALC_ASKS = {"train": ["What is {a} {word} {b}?", "Compute {a} {sign} {b}.", "calculate {a} {sign} {b}",
+                       "How much is {a} {word} {b}?", "Please work out {a} {word} {b}."],
+             "heldout": ["What is {a} {word} {b}?", "Can you tell me {a} {sign} {b}?", "Quick: {a} {word} {b}?"]}
+UNITS = {("km", "mi"): 0.621371, ("mi", "km"): 1.609344, ("kg", "lb"): 2.204623, ("lb", "kg"): 0.453592}
+UNIT_WORDS = {"km": "kilometers", "mi": "miles", "kg": "kilograms", "lb": "pounds"}
+CONVERT_ASKS = {"train": ["Convert {v} {f} to {t}.", "How many {tw} is {v} {fw}?", "What is {v} {fw} in {tw}?",
+                          "{v} {f} in {t} please"],
+                "heldout": ["Convert {v} {f} to {t}.", "How many {tw} are there in {v} {fw}?"]}
+NO_TOOL = [("Hi!", "Hello! I can look up the weather, do arithmetic and convert units. How can I help?"),
+           ("Hello there.", "Hello! How can I help you today?"),
+           ("What can you do?", "I can check the weather in a city, calculate with two numbers, and convert km, "
+                                "miles, kg and pounds."),
+           ("Thank you!", "You're welcome!"),
+           ("Who are you?", "I am an assistant with three tools: weather, calculator and unit conversion."),
+           ("Tell me a joke.", "Why did the scarecrow win an award? Because he was outstanding in his field."),
+           ("Good morning!", "Good morning! What would you like to know?"),
+           ("Bye.", "Goodbye! Have a nice day.")]
+NO_TOOL_HELDOUT = [("Hey, how are you?", "I'm fine, thank you! How can I help?"),
+                   ("Thanks a lot.", "You're welcome!")]
+CONDITIONS = ["sunny", "cloudy", "rainy", "windy", "foggy", "snowy"]
+
+
+def _number(rng: random.Random, split: str) -> int:
+    # held-out numbers come from another range than training's
+    return rng.randint(2, 60) if split == "train" else rng.randint(61, 99)
+
+
+def _weather(rng: random.Random, split: str) -> Conversation:
+    city = rng.choice(TRAIN_CITIES if split == "train" else HELDOUT_CITIES)
+    temp = sum(map(ord, city)) % 35 - 5
+    condition = CONDITIONS[len(city) % len(CONDITIONS)]
+    return _with_call(rng.choice(WEATHER_ASKS[split]).format(city=city), ToolCall("get_weather", {"city": city}),
+                      f'{{"city": "{city}", "temperature_c": {temp}, "condition": "{condition}"}}',
+                      f"In {city} it is {temp} °C and {condition}.")
+
+
+def _calc(rng: random.Random, split: str) -> Conversation:
+    op = rng.choice(list(OPS))
+    a, b = _number(rng, split), _number(rng, split)
+    result = {"add": a + b, "subtract": a - b, "multiply": a * b, "divide": round(a / b, 4)}[op]
+    word, sign = OPS[op]
+    ask = rng.choice(CALC_ASKS[split]).format(a=a, b=b, word=word, sign=sign)
+    return _with_call(ask, ToolCall("calculate", {"operation": op, "a": a, "b": b}), f'{{"result": {result}}}',
+                      f"{a} {word} {b} is {result}.")
+
+
+def _convert(rng: random.Random, split: str) -> Conversation:
+    (f, t), factor = rng.choice(list(UNITS.items()))
+    v = _number(rng, split)
+    result = round(v * factor, 2)
+    ask = rng.choice(CONVERT_ASKS[split]).format(v=v, f=f, t=t, fw=UNIT_WORDS[f], tw=UNIT_WORDS[t])
+    return _with_call(ask, ToolCall("convert_units", {"value": v, "from_unit": f, "to_unit": t}),
+                      f'{{"result": {result}}}', f"{v} {f} is {result} {t}.")
+
+
+def _with_call(ask: str, call: ToolCall, result: str, answer: str) -> Conversation:
+    return Conversation([Message("user", ask), Message("assistant", "", tool_calls=[call]), Message("tool", result),
+                         Message("assistant", answer)], tools=list(TOOLS))
+
+
+def _no_tool(rng: random.Random, split: str) -> Conversation:
+    ask, answer = rng.choice(NO_TOOL if split == "train" else NO_TOOL_HELDOUT)
+    return Conversation([Message("user", ask), Message("assistant", answer)], tools=list(TOOLS))
+
+
+KINDS = ((_weather, 0.35), (_calc, 0.25), (_convert, 0.2), (_no_tool, 0.2))
+
+
+def make_tool_conversations(n: int, seed: int = 0, split: str = "train") -> list[Conversation]:
+    rng = random.Random(f"{seed}:{split}")
+    makers, weights = zip(*KINDS)
+    return [rng.choices(makers, weights)[0](rng, split) for _ in range(n)]
+
+
+@dataclass
+class ToolDataset:
+    files: dict[str, Path]
+    records: dict[str, int]
+
+
+def make_tool_dataset(out: str | Path, n: int = 400, seed: int = 0, heldout: int | None = None) -> ToolDataset:
+    """train.jsonl (n conversations), heldout.jsonl (new cities, numbers, phrasings) as OpenAI
+    messages with tools, and tools.json (the definitions, for `mmtune chat --tools`)."""
+    import json
+
+    from mmtune.data.synth import write_conversations
+
+    out = Path(out)
+    heldout = heldout if heldout is not None else max(20, n // 5)
+    train = make_tool_conversations(n, seed, "train")
+    held = make_tool_conversations(heldout, seed, "heldout")
+    files = {"train": write_conversations(train, out / "train.jsonl"),
+             "heldout": write_conversations(held, out / "heldout.jsonl")}
+    files["tools"] = out / "tools.json"
+    files["tools"].write_text(json.dumps(TOOLS, indent=2) + "\n", encoding="utf-8")
+    return ToolDataset(files, {"train": len(train), "heldout": len(held)})
