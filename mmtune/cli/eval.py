@@ -1,4 +1,4 @@
-"""`mmtune eval mmbench|vlm|mcq|text`."""
+"""`mmtune eval mmbench|vlm|mcq|tools|text`."""
 
 from __future__ import annotations
 
@@ -37,6 +37,11 @@ examples:
   mmtune eval mcq merged --data mmlu/test --dev mmlu/dev --work-dir work_dirs/mmlu            # 5-shot, generative
   mmtune eval mcq merged --data mmlu/test --dev mmlu/dev --mode loglik --work-dir work_dirs/mmlu_ll
   mmtune eval mcq merged --data ceval/val --dev ceval/dev --work-dir work_dirs/ceval --language zh
+"""
+
+TOOLS_EPILOG = """\
+examples:
+  mmtune data tools -o data/tools && mmtune eval tools merged --data data/tools/heldout.jsonl --work-dir work_dirs/tools
 """
 
 TEXT_EPILOG = """\
@@ -79,6 +84,16 @@ def register(sub) -> None:
                    help="answer -> option rules for --mode generate (see docs/eval.md)")
     q.add_argument("--system", help="system prompt (--mode generate)")
     q.set_defaults(func=run_mcq_cmd)
+
+    tl = add_parser(group, "tools", "tool-call accuracy on held-out tool conversations", TOOLS_EPILOG)
+    _model_args(tl)
+    tl.add_argument("--data", required=True, metavar="FILE", help="tool conversations (OpenAI or ShareGPT with tools)")
+    tl.add_argument("--format", default="auto", help="data format (default: detected)")
+    tl.add_argument("--prompt-template", dest="template", help="template name (default: the one stored with the model)")
+    tl.add_argument("--work-dir", required=True, metavar="DIR", help="summary.json and predictions.jsonl go here")
+    tl.add_argument("--max-new-tokens", type=int, default=128)
+    tl.add_argument("--batch-size", type=int, default=8)
+    tl.set_defaults(func=run_tools_cmd)
 
     t = add_parser(group, "text", "loss, perplexity and answer match on a conversation data file", TEXT_EPILOG)
     _model_args(t)
@@ -212,6 +227,23 @@ def run_mcq_cmd(args) -> int:
     Console().print(table)
     if args.mode == "generate":
         print(f"unmatched answers: {summary['unmatched']} of {summary['n']}")
+    print(f"results in {args.work_dir}")
+    return 0
+
+
+def run_tools_cmd(args) -> int:
+    from mmtune.eval.tools import run_tool_eval
+
+    summary = run_tool_eval(args.model, args.data, args.work_dir, adapter=args.adapter, template=args.template,
+                            data_format=args.format, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+                            device=args.device, trust_remote_code=args.trust_remote_code)
+
+    def pct(key):
+        return "-" if summary[key] is None else f"{100 * summary[key]:.1f}%"
+
+    print(f"{summary['n']} cases ({summary['n_call']} need a tool call, {summary['n_no_call']} do not)")
+    print(f"tool name accuracy {pct('tool_name_accuracy')}, argument exact match {pct('argument_exact_match')}, "
+          f"JSON valid {pct('json_valid_rate')}, called when it should not {pct('false_call_rate')}")
     print(f"results in {args.work_dir}")
     return 0
 

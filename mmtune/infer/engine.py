@@ -27,6 +27,9 @@ class GenerationSettings:
     top_p: float = 1.0
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    # keep special tokens in the text (tool-call markers such as InternLM2's <|action_start|> are
+    # special tokens); the template's end-of-turn marker is cut off either way
+    keep_special_tokens: bool = False
 
 
 @dataclass
@@ -112,18 +115,19 @@ def _generate_kwargs(model, tokenizer, template, settings: GenerationSettings) -
     return kwargs
 
 
-def _prompt_ids(tokenizer, template, messages: Sequence[Message], device) -> torch.Tensor:
-    prompt, _ = template.render(messages, add_generation_prompt=True)
+def _prompt_ids(tokenizer, template, messages: Sequence[Message], device, tools=None) -> torch.Tensor:
+    prompt, _ = template.render(messages, add_generation_prompt=True, tools=tools)
     ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt").input_ids
     return ids.to(device)
 
 
-def prompt_inputs(model, tokenizer, template, messages: Sequence[Message], images=None, vision=None) -> dict:
+def prompt_inputs(model, tokenizer, template, messages: Sequence[Message], images=None, vision=None,
+                  tools=None) -> dict:
     """input_ids, attention_mask and, with images, the model's image tensors, built as in training
-    (`vision`: the model's LlavaImages or ProcessorImages)."""
+    (`vision`: the model's LlavaImages or ProcessorImages); `tools`: tool definitions for the prompt."""
     device = next(model.parameters()).device
     if not images:
-        input_ids = _prompt_ids(tokenizer, template, messages, device)
+        input_ids = _prompt_ids(tokenizer, template, messages, device, tools)
         return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
     if vision is None:
         from mmtune.errors import MmtuneError
@@ -169,7 +173,7 @@ def _stop_prefix_len(text: str, stops: Sequence[str]) -> int:
 
 def stream_reply(model, tokenizer, template: ChatFormat, messages: Sequence[Message], settings: GenerationSettings,
                  *, control: GenerationControl | None = None, images=None, vision=None,
-                 inputs: dict | None = None) -> Iterator[str]:
+                 inputs: dict | None = None, tools=None) -> Iterator[str]:
     """Yield the reply in pieces as they are generated.
 
     Generation stops early when `control.cancel` is set, when a stop string appears, or when the
@@ -177,7 +181,7 @@ def stream_reply(model, tokenizer, template: ChatFormat, messages: Sequence[Mess
     from transformers import TextIteratorStreamer
 
     if inputs is None:  # `inputs`: prompt_inputs' result, prepared on another thread (the server's)
-        inputs = prompt_inputs(model, tokenizer, template, messages, images, vision)
+        inputs = prompt_inputs(model, tokenizer, template, messages, images, vision, tools)
     input_ids = inputs["input_ids"]
     streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
     kwargs = _generate_kwargs(model, tokenizer, template, settings)
@@ -217,14 +221,14 @@ def stream_reply(model, tokenizer, template: ChatFormat, messages: Sequence[Mess
 
 def generate_reply(model, tokenizer, template: ChatFormat, messages: Sequence[Message], settings: GenerationSettings | None = None,
                    *, control: GenerationControl | None = None, images=None, vision=None,
-                   inputs: dict | None = None) -> str:
+                   inputs: dict | None = None, tools=None) -> str:
     """The whole reply as one string (stops early when `control.cancel` is set).
 
     `images` (PIL) fill the `<image>` placeholders of the messages in order; `vision` (a
     LlavaImages or ProcessorImages, mmtune.infer.vision) says how the model takes them."""
     settings = settings or GenerationSettings()
     if inputs is None:  # `inputs`: prompt_inputs' result, prepared on another thread (the server's)
-        inputs = prompt_inputs(model, tokenizer, template, messages, images, vision)
+        inputs = prompt_inputs(model, tokenizer, template, messages, images, vision, tools)
     input_ids = inputs["input_ids"]
     kwargs = _generate_kwargs(model, tokenizer, template, settings)
     watch = _watch(control, input_ids, kwargs)
@@ -235,10 +239,19 @@ def generate_reply(model, tokenizer, template: ChatFormat, messages: Sequence[Me
             out = model.generate(**inputs, **kwargs)
     finally:
         model.train(was_training)
-    text = tokenizer.decode(out[0, input_ids.shape[1]:], skip_special_tokens=True)
+    text = _decode(tokenizer, template, out[0, input_ids.shape[1]:], settings)
     text, stopped = _cut_at_stop(text, settings.stop)
     watch.finish(kwargs["eos_token_id"] or (), settings.max_new_tokens, stopped_by_text=stopped)
     return text.strip()
+
+
+def _decode(tokenizer, template, ids, settings: GenerationSettings) -> str:
+    if not settings.keep_special_tokens:
+        return tokenizer.decode(ids, skip_special_tokens=True)
+    text = tokenizer.decode(ids, skip_special_tokens=False)
+    ends = [w for w in [*template.stop_words(tokenizer), tokenizer.eos_token, tokenizer.pad_token] if w]
+    cut = min((text.find(w) for w in ends if w in text), default=len(text))
+    return text[:cut]
 
 
 def _left_padded(inputs: Sequence[dict], pad_id: int, model) -> dict:
@@ -261,30 +274,34 @@ def _left_padded(inputs: Sequence[dict], pad_id: int, model) -> dict:
 
 def generate_replies(model, tokenizer, template: ChatFormat, conversations: Sequence[Sequence[Message]],
                      settings: GenerationSettings | None = None, *, images: Sequence | None = None,
-                     vision=None) -> list[str]:
+                     vision=None, tools=None) -> list[str]:
     """One reply per conversation, all generated together (left padding, greedy unless settings sample).
 
     `images`: per conversation its PIL images (a vision-language model, `vision` as for
-    generate_reply); the batch's image tensors are combined as the model's family does in training."""
+    generate_reply); the batch's image tensors are combined as the model's family does in training.
+    `tools`: one list of tool definitions for every prompt, or one list per conversation."""
     settings = settings or GenerationSettings()
     if not conversations:
         return []
     images = list(images) if images is not None else [None] * len(conversations)
+    per_tools = list(tools) if tools and isinstance(tools[0], list) else [tools] * len(conversations)
     if len(conversations) == 1:
-        return [generate_reply(model, tokenizer, template, conversations[0], settings, images=images[0], vision=vision)]
+        return [generate_reply(model, tokenizer, template, conversations[0], settings, images=images[0], vision=vision,
+                               tools=per_tools[0])]
     kwargs = _generate_kwargs(model, tokenizer, template, settings)
     pad_id = kwargs["pad_token_id"]
     if pad_id is None:  # a tokenizer without a pad token (e.g. straight from training): any id works under the mask
         pad_id = kwargs["pad_token_id"] = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
     if any(images):
         if not all(images):  # some prompts with images, some without: the families' forwards take one kind
-            return [generate_reply(model, tokenizer, template, c, settings, images=im or None, vision=vision)
-                    for c, im in zip(conversations, images)]
-        inputs = _left_padded([prompt_inputs(model, tokenizer, template, c, im, vision)
-                               for c, im in zip(conversations, images)], pad_id, model)
+            return [generate_reply(model, tokenizer, template, c, settings, images=im or None, vision=vision, tools=t)
+                    for c, im, t in zip(conversations, images, per_tools)]
+        inputs = _left_padded([prompt_inputs(model, tokenizer, template, c, im, vision, t)
+                               for c, im, t in zip(conversations, images, per_tools)], pad_id, model)
     else:
         device = next(model.parameters()).device
-        prompts = [template.render(list(msgs), add_generation_prompt=True)[0] for msgs in conversations]
+        prompts = [template.render(list(msgs), add_generation_prompt=True, tools=t)[0]
+                   for msgs, t in zip(conversations, per_tools)]
         ids = tokenizer(prompts, add_special_tokens=False).input_ids
         width = max(len(x) for x in ids)
         # left padding, done here so the shared tokenizer's padding_side is never touched
@@ -298,5 +315,5 @@ def generate_replies(model, tokenizer, template: ChatFormat, conversations: Sequ
             out = model.generate(**inputs, **kwargs)
     finally:
         model.train(was_training)
-    texts = tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
+    texts = [_decode(tokenizer, template, row, settings) for row in out[:, width:]]
     return [_cut_at_stop(text, settings.stop)[0].strip() for text in texts]

@@ -31,9 +31,9 @@ def test_chat_uses_stored_template_and_remembers_turns(adapter_dir):
     seen = []
     original = loaded.template.render
 
-    def spy(messages, add_generation_prompt=False):
+    def spy(messages, add_generation_prompt=False, tools=None):
         seen.append(len(messages))
-        return original(messages, add_generation_prompt)
+        return original(messages, add_generation_prompt, tools)
 
     loaded.template.render = spy
     chat_loop(loaded, GenerationSettings(max_new_tokens=24), stdin=stdin, stdout=stdout)
