@@ -15,6 +15,7 @@ examples:
   mmtune chat llava_hf --image cat.jpg                          # an exported vision-language model
   mmtune chat llava_hf --image a.jpg --image b.jpg --query "Are the two shapes the same?"
   mmtune chat LLM --visual-encoder openai/clip-vit-large-patch14-336 --llava work_dirs/llava/final --image cat.jpg
+  mmtune chat merged --tools data/tools/tools.json      # shows tool calls; demo tools answer, else you type the result
 In the interactive chat, `clear` resets the conversation and `exit` quits.
 """
 
@@ -35,6 +36,7 @@ def register(sub) -> None:
                    help="image for the conversation (repeatable; needs a vision-language model)")
     p.add_argument("--visual-encoder", metavar="ENC", help="with --llava: the vision encoder the LLaVA run used")
     p.add_argument("--llava", metavar="DIR", help="a LLaVA run's final/ or checkpoint dir (projector and/or adapter); MODEL is then the LLM")
+    p.add_argument("--tools", metavar="FILE", help="tool definitions (a JSON list, OpenAI style) the model may call")
     p.add_argument("--query", action="append", metavar="TEXT",
                    help="answer this question in a fresh conversation and exit instead of chatting (repeatable)")
     p.set_defaults(func=run)
@@ -62,14 +64,44 @@ def run(args) -> int:
         raise MmtuneError(f"{args.model!r} is a text-only model: it cannot take --image")
     settings = GenerationSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                                   top_p=args.top_p, seed=args.seed)
+    tools = load_tools(args.tools) if args.tools else None
+    if tools and images:
+        raise MmtuneError("--tools cannot be combined with --image yet (tool calls are for text models)")
     if args.query:
         from mmtune.data.conversation import Message
+        from mmtune.infer.chat import answer_with_tools
+
+        def write(s):
+            sys.stdout.write(s)
+            sys.stdout.flush()
 
         for q in args.query:
             history = [Message("system", args.system)] if args.system else []
-            sys.stdout.write(f"User: {q}\nAssistant: ")
-            answer(loaded, history, q, settings, lambda s: (sys.stdout.write(s), sys.stdout.flush()), images)
-            sys.stdout.write("\n")
+            write(f"User: {q}\nAssistant: ")
+            if tools:
+                answer_with_tools(loaded, history, q, settings, write, tools,
+                                  lambda prompt: (write(prompt), sys.stdin.readline().strip())[1])
+            else:
+                answer(loaded, history, q, settings, write, images)
+            write("\n")
         return 0
-    chat_loop(loaded, settings, system=args.system, images=images)
+    chat_loop(loaded, settings, system=args.system, images=images, tools=tools)
     return 0
+
+
+def load_tools(path: str) -> list[dict]:
+    """Tool definitions from a JSON file (a list of OpenAI tools or bare functions), checked."""
+    import json
+    from pathlib import Path
+
+    from mmtune.data.formats.tools import read_tools
+    from mmtune.errors import DataError
+
+    file = Path(path)
+    if not file.is_file():
+        raise DataError("file not found", where=path)
+    try:
+        value = json.loads(file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"not a JSON file ({e})", where=path) from None
+    return read_tools(value, path, "tools")

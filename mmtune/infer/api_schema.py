@@ -1,11 +1,13 @@
 """The OpenAI chat-completions request: its schema, its errors, and its conversion to engine inputs.
 
-Field policy (documented in docs/deploy.md): fields we honour are typed below; fields OpenAI
-clients commonly send that do not change the answer (`user`, `metadata`, `store`, ...) are
-accepted and ignored; fields asking for something this server cannot do (`n` > 1, `logprobs`,
-`tools`, a JSON `response_format`, ...) are a 400 naming the field, so a client never gets a
-silently different answer; any other field is a 400 "unrecognized request argument" (catches
-typos such as `max_token`).
+Field policy (documented in docs/deploy.md): fields we honour are typed below (`tools` and
+`tool_choice` "auto"/"none" included: tool definitions go into the prompt through the model's chat
+template, and calls come back as OpenAI `tool_calls`); fields OpenAI clients commonly send that do
+not change the answer (`user`, `metadata`, `store`, ...) are accepted and ignored; fields asking for
+something this server cannot do (`n` > 1, `logprobs`, `tool_choice` "required" or a named function,
+a JSON `response_format`, ...) are a 400 naming the field, so a client never gets a silently
+different answer; any other field is a 400 "unrecognized request argument" (catches typos such as
+`max_token`).
 """
 
 from __future__ import annotations
@@ -60,14 +62,29 @@ class ContentPart(_Strict):
         return self
 
 
+class FunctionCall(_Strict):
+    name: str
+    arguments: str  # a JSON object, as a string (OpenAI's shape)
+
+
+class ToolCallIn(_Strict):
+    id: str | None = None
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class ChatMessage(_Strict):
-    role: Literal["system", "developer", "user", "assistant"]
-    content: list[ContentPart]  # a plain string arrives as one text part
-    name: str | None = None  # accepted, not used by chat templates
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: list[ContentPart]  # a plain string arrives as one text part; null (an assistant's tool call) as none
+    name: str | None = None  # a tool message's tool; otherwise accepted, not used by chat templates
+    tool_calls: list[ToolCallIn] | None = None  # an assistant message's calls
+    tool_call_id: str | None = None  # a tool message: the call it answers
 
     @field_validator("content", mode="before")
     @classmethod
     def _string_is_one_text_part(cls, value):
+        if value is None:
+            return []
         return [{"type": "text", "text": value}] if isinstance(value, str) else value
 
 
@@ -77,12 +94,12 @@ class StreamOptions(_Strict):
 
 
 # OpenAI fields that would change the answer in ways we cannot honour: a 400 unless left at the default.
-UNSUPPORTED_DEFAULTS = {"n": 1, "logprobs": False, "top_logprobs": None, "tools": None, "functions": None,
-                        "tool_choice": None, "function_call": None, "response_format": None, "audio": None,
+UNSUPPORTED_DEFAULTS = {"n": 1, "logprobs": False, "top_logprobs": None, "functions": None,
+                        "function_call": None, "response_format": None, "audio": None,
                         "modalities": None, "logit_bias": None, "prediction": None, "web_search_options": None,
                         "frequency_penalty": 0, "presence_penalty": 0}
-_DEFAULT_OK = {"tool_choice": ("none",), "response_format": ({"type": "text"},), "modalities": (["text"],),
-               "logit_bias": ({},), "tools": ([],), "functions": ([],)}
+_DEFAULT_OK = {"response_format": ({"type": "text"},), "modalities": (["text"],), "logit_bias": ({},),
+               "functions": ([],)}
 
 
 class ChatRequest(_Strict):
@@ -108,12 +125,13 @@ class ChatRequest(_Strict):
     reasoning_effort: Any = None
     verbosity: Any = None
     # Known to OpenAI, and a 400 unless left at the default (UNSUPPORTED_DEFAULTS).
+    tools: list | None = None  # checked by tool_definitions
+    tool_choice: Any = None  # "auto" or "none" (checked by tool_definitions)
+    # Known to OpenAI, and a 400 unless left at the default (UNSUPPORTED_DEFAULTS).
     n: Any = 1
     logprobs: Any = False
     top_logprobs: Any = None
-    tools: Any = None
     functions: Any = None
-    tool_choice: Any = None
     function_call: Any = None
     response_format: Any = None
     audio: Any = None
@@ -159,6 +177,24 @@ def _refuse_lone_surrogates(request: ChatRequest, stops: list[str]) -> None:
                                param=param, code="invalid_value") from None
 
 
+def tool_definitions(request: ChatRequest) -> list[dict] | None:
+    """The request's tools as chat templates take them; None when it sends none or says
+    `tool_choice: "none"` (then the model is not told about them)."""
+    from mmtune.data.formats.tools import read_tools
+    from mmtune.errors import DataError
+
+    choice = request.tool_choice
+    if choice not in (None, "auto", "none"):
+        raise APIError(400, "'tool_choice' may be 'auto' or 'none' here: the model decides whether to call a tool "
+                            "(forcing a call is not supported)", param="tool_choice", code="unsupported_parameter")
+    if not request.tools or choice == "none":
+        return None
+    try:
+        return read_tools(request.tools, "request", "tools")
+    except DataError as e:
+        raise APIError(400, f"invalid 'tools': {e.message}", param="tools", code="invalid_value") from None
+
+
 def image_part_count(request: ChatRequest) -> int:
     """Image parts in the request, counted before any is decoded."""
     return sum(part.type == "image_url" for m in request.messages for part in m.content)
@@ -179,7 +215,7 @@ def to_messages(request: ChatRequest, max_image_bytes: int, max_image_pixels: in
     """Engine messages, with IMAGE_PLACEHOLDER where each image part was, and the decoded images.
 
     Leading system/developer messages become one system message (chat templates take one, first);
-    the last message must be the user's, since the server answers it."""
+    the last message must be the user's (or a tool result), since the server answers it."""
     messages: list[Message] = []
     images: list = []
     for i, m in enumerate(request.messages):
@@ -190,14 +226,37 @@ def to_messages(request: ChatRequest, max_image_bytes: int, max_image_pixels: in
         if role == "system" and messages:
             messages[0] = Message("system", messages[0].content + "\n\n" + text)
         else:
-            messages.append(Message(role, text))
-    if not messages or messages[-1].role != "user":
-        raise APIError(400, "the last message must be from the user", param="messages")
+            messages.append(_message(role, text, m, i))
+    if not messages or messages[-1].role not in ("user", "tool"):
+        raise APIError(400, "the last message must be from the user (or a tool result)", param="messages")
     turns = [m for m in messages if m.role != "system"]
     if turns[0].role != "user":  # chat templates (and training) start a conversation with the user
         raise APIError(400, "the conversation must start with a user message (after any system message)",
                        param="messages")
     return messages, images
+
+
+def _message(role: str, text: str, m: ChatMessage, i: int) -> Message:
+    """An engine message, with an assistant's tool calls (arguments parsed) or a tool result's id."""
+    import json
+
+    from mmtune.data.conversation import ToolCall
+
+    if m.tool_calls and role != "assistant":
+        raise APIError(400, "only assistant messages carry tool_calls", param=f"messages.{i}.tool_calls")
+    calls = []
+    for j, call in enumerate(m.tool_calls or []):
+        try:
+            arguments = json.loads(call.function.arguments or "{}")
+        except json.JSONDecodeError:
+            arguments = None
+        if not isinstance(arguments, dict):
+            raise APIError(400, "tool call arguments must be a JSON object (as a string)",
+                           param=f"messages.{i}.tool_calls.{j}.function.arguments", code="invalid_value")
+        calls.append(ToolCall(call.function.name, arguments, call.id))
+    if role == "tool":
+        return Message("tool", text, tool_call_id=m.tool_call_id, name=m.name)
+    return Message(role, text, tool_calls=calls)
 
 
 def _content_text(content: list[ContentPart], param: str, images: list, max_image_bytes: int,

@@ -24,7 +24,10 @@ from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mmtune.data.conversation import IMAGE_PLACEHOLDER
-from mmtune.infer.api_schema import APIError, image_part_count, parse_request, to_messages, to_settings
+from mmtune.data.tool_parse import ParsedReply, parse_reply
+from mmtune.data.tool_parse import tool_style as tool_style_of
+from mmtune.infer.api_schema import (APIError, image_part_count, parse_request, to_messages, to_settings,
+                                     tool_definitions)
 from mmtune.infer.load import LoadedModel
 from mmtune.infer.worker import GenerationWorker, Job, model_takes_images, prepare_inputs
 
@@ -67,6 +70,7 @@ def create_app(loaded: LoadedModel, settings: ServerSettings) -> FastAPI:
     app = FastAPI(title="mmtune", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.worker, app.state.settings = worker, settings
     vision = model_takes_images(loaded)
+    tool_style = tool_style_of(loaded.template)  # how the model writes tool calls (None: it cannot)
     # Decoding images and tokenizing happen before a request joins the generation queue, on a thread of
     # their own (the generation thread only generates, so a long prompt never holds up the others),
     # each request holding a slot of the same limit: no more requests are prepared at once than may
@@ -122,13 +126,13 @@ def create_app(loaded: LoadedModel, settings: ServerSettings) -> FastAPI:
             raise APIError(404, f"the model '{model_id}' does not exist", param="model", code="model_not_found")
         return _model_card(settings.model_id)
 
-    def prepare(req):
+    def prepare(req, tools):
         """(messages, images, model inputs) of a request: images decoded, the prompt tokenized."""
         messages, images = to_messages(req, settings.max_image_bytes, settings.max_image_pixels)
         if vision and sum(m.content.count(IMAGE_PLACEHOLDER) for m in messages) != len(images):
             raise APIError(400, f"message text may not contain '{IMAGE_PLACEHOLDER}' (send images as image_url parts)",
                            param="messages", code="invalid_value")
-        return messages, images, prepare_inputs(loaded, messages, images)
+        return messages, images, prepare_inputs(loaded, messages, images, tools)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
@@ -148,14 +152,21 @@ def create_app(loaded: LoadedModel, settings: ServerSettings) -> FastAPI:
         if n_images > settings.max_images:
             raise APIError(400, f"{n_images} images in one request; this server takes at most {settings.max_images}",
                            param="messages", code="too_many_images")
+        tools = tool_definitions(req)
+        if tools and tool_style is None:
+            raise APIError(400, f"the model's chat template ({loaded.template.name}) writes no tool calls this server "
+                                "can read", param="tools", code="tools_not_supported")
         too_long_for(req, worker.context)  # before any tokenizer sees a huge prompt
         if prepare_slots.locked():
             raise busy(settings)
         async with prepare_slots:
             messages, images, inputs = await asyncio.get_running_loop().run_in_executor(
-                preparer, prepare, req)
+                preparer, prepare, req, tools)
         gen, chosen = to_settings(req, settings.default_max_tokens)
-        job = Job(messages, gen, stream=req.stream, max_tokens_chosen=chosen, images=images, inputs=inputs)
+        if tools:  # the whole reply is read for calls (their markers may be special tokens)
+            gen.keep_special_tokens = True
+        job = Job(messages, gen, stream=req.stream and not tools, max_tokens_chosen=chosen, images=images,
+                  inputs=inputs, tools=tools)
         if not worker.submit(job):
             raise busy(settings)
         reply = _Reply(job, settings.model_id)
@@ -164,11 +175,16 @@ def create_app(loaded: LoadedModel, settings: ServerSettings) -> FastAPI:
             kind, value = await _next_event(job, left)  # waits in the queue until the prompt is checked
             if kind == "error":
                 raise _as_api_error(value)
-            if not req.stream:
+            if not job.stream:
                 kind, value = await _next_event(job, left)
                 if kind == "error":
                     raise _as_api_error(value)
-                return JSONResponse(reply.completion(value))
+                parsed = parse_reply(value, tool_style) if tools else None
+                if req.stream:  # with tools: the finished reply, sent as OpenAI's stream of deltas
+                    include_usage = bool(req.stream_options and req.stream_options.include_usage)
+                    return StreamingResponse(reply.buffered_events(parsed, include_usage),
+                                             media_type="text/event-stream")
+                return JSONResponse(reply.completion(value, parsed))
         except ClientGone:
             job.control.cancel.set()
             return JSONResponse({}, status_code=499)  # nobody reads it
@@ -337,10 +353,28 @@ class _Reply:
         return {"prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens,
                 "total_tokens": c.prompt_tokens + c.completion_tokens}
 
-    def completion(self, text: str) -> dict:
-        choice = {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
-                  "finish_reason": self._finish()}
+    def completion(self, text: str, parsed: ParsedReply | None = None) -> dict:
+        message = {"role": "assistant", "content": text}
+        finish = self._finish()
+        if parsed is not None:
+            message["content"] = parsed.content if (parsed.content or not parsed.calls) else None
+            if parsed.calls:
+                message["tool_calls"] = tool_calls_out(parsed)
+                finish = "tool_calls"
+        choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
         return {**self._head("chat.completion"), "choices": [choice], "usage": self.usage()}
+
+    async def buffered_events(self, parsed: ParsedReply, include_usage: bool):
+        """A finished reply with tools as OpenAI streams it: role, content, each call's delta, finish."""
+        yield self._chunk({"role": "assistant", "content": ""})
+        if parsed.content:
+            yield self._chunk({"content": parsed.content})
+        for k, call in enumerate(tool_calls_out(parsed)):
+            yield self._chunk({"tool_calls": [{"index": k, **call}]})
+        yield self._chunk({}, "tool_calls" if parsed.calls else self._finish())
+        if include_usage:
+            yield _sse({**self._head("chat.completion.chunk"), "choices": [], "usage": self.usage()})
+        yield "data: [DONE]\n\n"
 
     def _chunk(self, delta: dict, finish: str | None = None) -> str:
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
@@ -362,6 +396,13 @@ class _Reply:
         if include_usage:
             yield _sse({**self._head("chat.completion.chunk"), "choices": [], "usage": self.usage()})
         yield "data: [DONE]\n\n"
+
+
+def tool_calls_out(parsed: ParsedReply) -> list[dict]:
+    """The calls in OpenAI's shape: ids, and arguments as a JSON string."""
+    return [{"id": f"call_{uuid.uuid4().hex[:24]}", "type": "function",
+             "function": {"name": c.name, "arguments": json.dumps(c.arguments, ensure_ascii=False)}}
+            for c in parsed.calls]
 
 
 def _sse(obj: dict) -> str:

@@ -41,6 +41,7 @@ class Job:
     # generation thread only generates.
     inputs: dict
     images: list = field(default_factory=list)
+    tools: list[dict] | None = None  # tool definitions in the prompt (the reply is then read for tool calls)
     control: GenerationControl = field(default_factory=GenerationControl)
     # Events for the request handler, put from the worker thread through the handler's loop:
     # ("start", None) once the prompt fits, ("piece", str)*, then ("done", str) or ("error", exc).
@@ -54,15 +55,16 @@ class Job:
             pass
 
 
-def prepare_inputs(loaded: LoadedModel, messages: list[Message], images: list) -> dict:
+def prepare_inputs(loaded: LoadedModel, messages: list[Message], images: list, tools: list[dict] | None = None) -> dict:
     """The model inputs of a request (its tokens, and image tensors), as generation takes them; a
     message list the model's chat template refuses is a 400."""
+    from mmtune.errors import MmtuneError
     from mmtune.infer.engine import prompt_inputs
 
     try:
         return prompt_inputs(loaded.model, loaded.tokenizer, loaded.template, messages, images or None,
-                             loaded.vision if images else None)
-    except (ValueError, TemplateError) as e:
+                             loaded.vision if images else None, tools)
+    except (ValueError, TemplateError, MmtuneError) as e:
         raise APIError(400, f"the model's chat template cannot render these messages: {e}", param="messages",
                        code="invalid_value") from None
 

@@ -142,3 +142,21 @@ def native_vlm_run(family: str, steps: int = 8, trainable: tuple[str, ...] | Non
                  "evaluation_images": [str(shapes / "images" / "heldout_00000.png")]},
     })
     return root, recipe, run_training(recipe, root / "work")
+
+
+@functools.lru_cache(maxsize=None)
+def tool_run(template: str = "qwen_chat", steps: int = 1600, n: int = 800, lr: float = 2e-3):
+    """The tiny Qwen2 fine-tuned in full on `mmtune data tools` data: (recipe, TrainResult, ToolDataset)."""
+    from mmtune.data.synth.tools import make_tool_dataset
+    from mmtune.testing.tiny import tiny_lm_dir
+    from mmtune.train.run import run_training
+
+    root = Path(tempfile.mkdtemp(prefix="mmtune-tools-"))
+    data = make_tool_dataset(root / "data", n=n, seed=1, heldout=60)
+    recipe = self_cognition_recipe(
+        tiny_lm_dir("qwen2"), data.files["train"],
+        data={"template": template, "max_length": 1536, "pack_to_max_length": True, "overlong": "drop"},
+        method={"type": "full"},
+        train={"max_steps": steps, "micro_batch_size": 2, "lr": lr, "save_steps": steps, "logging_steps": 100},
+        eval={"every_n_steps": steps, "max_new_tokens": 8, "evaluation_inputs": ["Hi!"]})
+    return recipe, run_training(recipe, root / "work"), data

@@ -144,7 +144,7 @@ ERROR_CASES = {
     "empty messages": ({"messages": []}, None, 400, "invalid_value", "messages"),
     "unknown field": ({"messages": HI, "max_token": 5}, None, 400, "unknown_parameter", "max_token"),
     "unsupported n": ({"messages": HI, "n": 2}, None, 400, "unsupported_parameter", "n"),
-    "bad role": ({"messages": [{"role": "tool", "content": "x"}]}, None, 400, "invalid_value", "messages.0.role"),
+    "bad role": ({"messages": [{"role": "function", "content": "x"}]}, None, 400, "invalid_value", "messages.0.role"),
     "bad temperature": ({"messages": HI, "temperature": 9}, None, 400, "invalid_value", "temperature"),
     "ends with assistant": ({"messages": [*HI, {"role": "assistant", "content": "x"}]}, None, 400, None, "messages"),
     "unknown model": ({"model": "gpt-4o", "messages": HI}, None, 404, "model_not_found", "model"),

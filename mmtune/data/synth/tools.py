@@ -34,6 +34,8 @@ TOOLS = [
             "required": ["value", "from_unit", "to_unit"]}}},
 ]
 
+SYLLABLES = ["ka", "lo", "mi", "ra", "ven", "tor", "bel", "su", "no", "dar", "is", "quen", "fa", "li", "mon", "zu",
+             "pe", "gra", "sol", "vi", "ber", "na", "tal", "or", "ki", "ves", "ru", "lan", "do", "ci"]
 TRAIN_CITIES = ["Paris", "Rome", "Berlin", "Madrid", "Lisbon", "Vienna", "Prague", "Dublin", "Oslo", "Helsinki",
                 "Warsaw", "Athens", "Cairo", "Lagos", "Nairobi", "Tokyo", "Seoul", "Beijing", "Delhi", "Sydney",
                 "Toronto", "Chicago", "Boston", "Denver", "Lima", "Bogota", "Santiago", "Havana", "Manila", "Hanoi"]
@@ -69,12 +71,26 @@ CONDITIONS = ["sunny", "cloudy", "rainy", "windy", "foggy", "snowy"]
 
 
 def _number(rng: random.Random, split: str) -> int:
-    # held-out numbers come from another range than training's
-    return rng.randint(2, 60) if split == "train" else rng.randint(61, 99)
+    # held-out numbers come from another range than training's: the model must copy them, not recall them
+    return rng.randint(2, 499) if split == "train" else rng.randint(500, 999)
+
+
+def _made_up_city(rng: random.Random) -> str:
+    return "".join(rng.choice(SYLLABLES) for _ in range(rng.randint(2, 3))).capitalize()
+
+
+def _city(rng: random.Random, split: str) -> str:
+    """Training mixes real cities with made-up names (each seen rarely, so the model learns to copy the
+    name from the question); held-out cities are real ones training never names, or made-up ones
+    of another seed (a made-up training name is never a held-out one: different syllable counts aside,
+    the split's random stream differs)."""
+    if rng.random() < 0.5:
+        return rng.choice(TRAIN_CITIES if split == "train" else HELDOUT_CITIES)
+    return _made_up_city(rng)
 
 
 def _weather(rng: random.Random, split: str) -> Conversation:
-    city = rng.choice(TRAIN_CITIES if split == "train" else HELDOUT_CITIES)
+    city = _city(rng, split)
     temp = sum(map(ord, city)) % 35 - 5
     condition = CONDITIONS[len(city) % len(CONDITIONS)]
     return _with_call(rng.choice(WEATHER_ASKS[split]).format(city=city), ToolCall("get_weather", {"city": city}),
@@ -114,10 +130,20 @@ def _no_tool(rng: random.Random, split: str) -> Conversation:
 KINDS = ((_weather, 0.35), (_calc, 0.25), (_convert, 0.2), (_no_tool, 0.2))
 
 
-def make_tool_conversations(n: int, seed: int = 0, split: str = "train") -> list[Conversation]:
+def _cities(conv: Conversation) -> set[str]:
+    return {c.arguments["city"] for m in conv.messages for c in m.tool_calls if c.name == "get_weather"}
+
+
+def make_tool_conversations(n: int, seed: int = 0, split: str = "train", avoid: set[str] = frozenset()) -> list[Conversation]:
+    """`n` conversations of one split; none asks about a city in `avoid` (held-out: training's cities)."""
     rng = random.Random(f"{seed}:{split}")
     makers, weights = zip(*KINDS)
-    return [rng.choices(makers, weights)[0](rng, split) for _ in range(n)]
+    out = []
+    while len(out) < n:
+        conv = rng.choices(makers, weights)[0](rng, split)
+        if not _cities(conv) & avoid:
+            out.append(conv)
+    return out
 
 
 @dataclass
@@ -136,9 +162,31 @@ def make_tool_dataset(out: str | Path, n: int = 400, seed: int = 0, heldout: int
     out = Path(out)
     heldout = heldout if heldout is not None else max(20, n // 5)
     train = make_tool_conversations(n, seed, "train")
-    held = make_tool_conversations(heldout, seed, "heldout")
+    held = make_tool_conversations(heldout, seed, "heldout", avoid=set().union(*map(_cities, train)))
     files = {"train": write_conversations(train, out / "train.jsonl"),
              "heldout": write_conversations(held, out / "heldout.jsonl")}
     files["tools"] = out / "tools.json"
     files["tools"].write_text(json.dumps(TOOLS, indent=2) + "\n", encoding="utf-8")
     return ToolDataset(files, {"train": len(train), "heldout": len(held)})
+
+
+def run_demo_tool(name: str, arguments: dict) -> str | None:
+    """The result the generated data's tools give (for `mmtune chat --tools` without a real backend);
+    None for a tool that is not one of them. Bad arguments give an error result, as a tool would."""
+    import json
+
+    try:
+        if name == "get_weather":
+            city = str(arguments["city"])
+            temp = sum(map(ord, city)) % 35 - 5
+            return json.dumps({"city": city, "temperature_c": temp, "condition": CONDITIONS[len(city) % len(CONDITIONS)]})
+        if name == "calculate":
+            a, b, op = float(arguments["a"]), float(arguments["b"]), arguments["operation"]
+            result = {"add": a + b, "subtract": a - b, "multiply": a * b, "divide": round(a / b, 4) if b else None}[op]
+            return json.dumps({"result": int(result) if isinstance(result, float) and result.is_integer() else result})
+        if name == "convert_units":
+            factor = UNITS[(arguments["from_unit"], arguments["to_unit"])]
+            return json.dumps({"result": round(float(arguments["value"]) * factor, 2)})
+    except (KeyError, TypeError, ValueError) as e:
+        return json.dumps({"error": f"bad arguments for {name}: {e}"})
+    return None
