@@ -54,7 +54,15 @@ examples:
   mmtune data check train.jsonl
   mmtune data self-cognition --name Mini --author "Ada Lab" -o data/self.jsonl
   mmtune data shapes -o data/shapes
+  mmtune data tools -o data/tools
   mmtune data preview my_recipe.yaml -n 2
+"""
+
+TOOLS_EPILOG = """\
+examples:
+  mmtune data tools -o data/tools
+  mmtune data tools -o data/tools --n 800 --seed 1
+  mmtune data check data/tools/train.jsonl
 """
 
 PREVIEW_EPILOG = """\
@@ -120,7 +128,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     tools = commands.add_parser(
         "tools", help="generate a small tool-use dataset (weather, calculator, unit conversion)",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=TOOLS_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Write train.jsonl and heldout.jsonl (OpenAI messages with tools; held-out cities, numbers and "
                     "phrasings are new) and tools.json, for trying agent fine-tuning on a CPU.")
     tools.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")

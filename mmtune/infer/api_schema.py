@@ -80,6 +80,15 @@ class ChatMessage(_Strict):
     tool_calls: list[ToolCallIn] | None = None  # an assistant message's calls
     tool_call_id: str | None = None  # a tool message: the call it answers
 
+    @model_validator(mode="before")
+    @classmethod
+    def _calls_need_no_content(cls, data):
+        # OpenAI lets an assistant message that calls tools leave `content` out (its client does).
+        if isinstance(data, dict) and data.get("role") == "assistant" and data.get("tool_calls") \
+                and "content" not in data:
+            return {**data, "content": None}
+        return data
+
     @field_validator("content", mode="before")
     @classmethod
     def _string_is_one_text_part(cls, value):

@@ -134,7 +134,7 @@ def test_help_has_examples():
     register(sub)
     data = sub.choices["data"]
     commands = next(a for a in data._actions if isinstance(a, argparse._SubParsersAction)).choices
-    assert set(commands) == {"check", "self-cognition", "preview", "shapes"}
+    assert set(commands) == {"check", "self-cognition", "preview", "shapes", "tools"}
     for command in commands.values():
         assert "examples:\n  mmtune data" in command.format_help()
     with pytest.raises(SystemExit):
