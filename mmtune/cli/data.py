@@ -134,6 +134,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tools.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
     tools.add_argument("--n", type=int, default=400, metavar="N", help="training conversations (default: 400)")
     tools.add_argument("--heldout", type=int, default=None, metavar="N", help="held-out conversations (default: n/5)")
+    tools.add_argument("--rounds", type=int, default=3, metavar="R",
+                       help="questions per training conversation, 1 to R (default: 3)")
     tools.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default: 0)")
     tools.set_defaults(func=run_tools)
 
@@ -207,7 +209,9 @@ def run_tools(args: argparse.Namespace) -> int:
 
     if args.n < 1:
         raise MmtuneError(f"--n must be at least 1, got {args.n}")
-    data = make_tool_dataset(args.output, n=args.n, seed=args.seed, heldout=args.heldout)
+    if args.rounds < 1:
+        raise MmtuneError(f"--rounds must be at least 1, got {args.rounds}")
+    data = make_tool_dataset(args.output, n=args.n, seed=args.seed, heldout=args.heldout, max_rounds=args.rounds)
     for name, path in data.files.items():
         count = f"{data.records[name]} conversations" if name in data.records else "tool definitions"
         print(f"{name:8} {path}  ({count})")

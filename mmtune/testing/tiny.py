@@ -14,7 +14,7 @@ from pathlib import Path
 
 from mmtune.testing.cache import build_atomically, cache_root
 
-BUILD_VERSION = "v3"  # bump when what is built changes, so caches rebuild
+BUILD_VERSION = "v4"  # bump when what is built changes, so caches rebuild
 SPECIAL_TOKENS = [
     "<|endoftext|>",  # pad
     "<|im_start|>",
@@ -67,6 +67,32 @@ def _corpus(n_lines: int = 6000, seed: int = 0) -> list[str]:
     return lines
 
 
+# Words of tool definitions and tool-call markup (JSON schema keys, the chat templates' tool
+# instructions, the demo tools), so agent prompts take a few hundred tokens rather than one per byte.
+_TOOL_WORDS = """function functions name description parameters properties type object string number integer
+boolean array required enum arguments tool tools tool_call tool_response tool_calls call calls result error
+json xml tags signatures provided within return assist query user may one more each get current weather
+city temperature_c condition sunny cloudy rainy windy foggy snowy calculate operation add subtract multiply
+divide plus minus times divided value unit units convert convert_units from_unit to_unit length weight km mi
+kg lb kilometers miles kilograms pounds get_weather do arithmetic two numbers between environment ipython
+plugin interpreter action_start action_end""".split()
+
+
+def _tool_corpus(n_lines: int = 1500, seed: int = 0) -> list[str]:
+    """JSON-shaped lines of tool words and numbers, as tool definitions and calls are written."""
+    import json
+
+    rng = random.Random(seed)
+    lines = []
+    for _ in range(n_lines):
+        keys = rng.sample(_TOOL_WORDS, k=rng.randint(1, 4))
+        obj = {k: rng.choice([rng.choice(_TOOL_WORDS), rng.randint(0, 999), rng.choice(_TOOL_WORDS).capitalize(),
+                              rng.sample(_TOOL_WORDS, k=2), {rng.choice(_TOOL_WORDS): rng.choice(_TOOL_WORDS)}])
+               for k in keys}
+        lines.append(json.dumps(obj, ensure_ascii=False))
+    return lines
+
+
 def build_tokenizer(out: Path) -> None:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -82,7 +108,7 @@ def build_tokenizer(out: Path) -> None:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(_corpus(), trainer=trainer)
+    tok.train_from_iterator(_corpus() + _tool_corpus(), trainer=trainer)
     hf = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         bos_token="<s>",

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mmtune.data.conversation import IMAGE_PLACEHOLDER, Conversation, validate_conversation
-from mmtune.data.formats import alpaca, llava, minicpm, openai  # noqa: F401  (registers the formats)
+from mmtune.data.formats import alpaca, llava, minicpm, msagent, openai  # noqa: F401  (registers the formats)
 from mmtune.data.formats.base import FORMATS, field_error, register_format, type_name
 from mmtune.errors import DataError, record_location
 

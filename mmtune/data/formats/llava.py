@@ -16,6 +16,7 @@ import json
 
 from mmtune.data.conversation import Conversation
 from mmtune.data.formats.base import field_error, image_paths, place_images, read_turns, register_format, take_system
+from mmtune.data.formats.msagent import has_markers
 from mmtune.data.formats.tools import read_function_call_value, read_tools
 
 ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system",
@@ -33,7 +34,8 @@ class LlavaFormat:
     @staticmethod
     def detect(record: dict) -> bool:
         turns = record.get("conversations")
-        return isinstance(turns, list) and any(isinstance(t, dict) and ("from" in t or "value" in t) for t in turns)
+        return (isinstance(turns, list) and any(isinstance(t, dict) and ("from" in t or "value" in t) for t in turns)
+                and not has_markers(turns))  # MS-Agent's think/exec markers: the msagent format
 
     @staticmethod
     def read(record: dict, where: str) -> Conversation:

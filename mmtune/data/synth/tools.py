@@ -11,6 +11,7 @@ question, not to recall them, calls the right tool with the right arguments on t
 from __future__ import annotations
 
 import random
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,23 +57,39 @@ UNIT_WORDS = {"km": "kilometers", "mi": "miles", "kg": "kilograms", "lb": "pound
 CONVERT_ASKS = {"train": ["Convert {v} {f} to {t}.", "How many {tw} is {v} {fw}?", "What is {v} {fw} in {tw}?",
                           "{v} {f} in {t} please"],
                 "heldout": ["Convert {v} {f} to {t}.", "How many {tw} are there in {v} {fw}?"]}
-NO_TOOL = [("Hi!", "Hello! I can look up the weather, do arithmetic and convert units. How can I help?"),
-           ("Hello there.", "Hello! How can I help you today?"),
-           ("What can you do?", "I can check the weather in a city, calculate with two numbers, and convert km, "
-                                "miles, kg and pounds."),
-           ("Thank you!", "You're welcome!"),
-           ("Who are you?", "I am an assistant with three tools: weather, calculator and unit conversion."),
-           ("Tell me a joke.", "Why did the scarecrow win an award? Because he was outstanding in his field."),
-           ("Good morning!", "Good morning! What would you like to know?"),
-           ("Bye.", "Goodbye! Have a nice day.")]
-NO_TOOL_HELDOUT = [("Hey, how are you?", "I'm fine, thank you! How can I help?"),
-                   ("Thanks a lot.", "You're welcome!")]
+# Questions that need no tool: an opening and an ending per kind, combined; held-out questions are
+# combinations training never shows (chosen by a stable hash), so "no tool" must be learned as a kind.
+NO_TOOL_KINDS = {
+    "greet": (["Hi", "Hello", "Hey", "Good morning", "Good evening", "Hi there", "Hello again", "Hey there"],
+              ["!", ".", ", how are you?", ", nice to meet you.", " :)", ", anyone here?"],
+              "Hello! I can look up the weather, do arithmetic and convert units. How can I help?"),
+    "thanks": (["Thanks", "Thank you", "Many thanks", "Thanks a lot", "Cheers", "Thank you so much"],
+               ["!", ".", " for the help.", ", that was useful.", ", great."],
+               "You're welcome!"),
+    "bye": (["Bye", "Goodbye", "See you", "Good night", "See you later", "Farewell"],
+            ["!", ".", " for now.", ", take care.", ", have a nice day."],
+            "Goodbye! Have a nice day."),
+    "about": (["What can you do", "Who are you", "What are you", "How can you help me", "What are your tools",
+               "Tell me about yourself"],
+              ["?", " exactly?", " today?", ", in short?", " please?"],
+              "I am an assistant with three tools: weather, calculator and unit conversion."),
+}
+
+
+def _no_tool_split(opening: str, ending: str) -> str:
+    return "heldout" if zlib.crc32(f"{opening}|{ending}".encode()) % 4 == 0 else "train"
+
+
 CONDITIONS = ["sunny", "cloudy", "rainy", "windy", "foggy", "snowy"]
 
 
 def _number(rng: random.Random, split: str) -> int:
-    # held-out numbers come from another range than training's: the model must copy them, not recall them
-    return rng.randint(2, 499) if split == "train" else rng.randint(500, 999)
+    # Held-out numbers are ones training never shows (every fifth number, 2-999), so the model must
+    # copy them from the question, not recall them; each digit still appears everywhere in training.
+    while True:
+        n = rng.randint(2, 999)
+        if (n % 5 == 3) == (split == "heldout"):
+            return n
 
 
 def _made_up_city(rng: random.Random) -> str:
@@ -123,8 +140,11 @@ def _with_call(ask: str, call: ToolCall, result: str, answer: str) -> Conversati
 
 
 def _no_tool(rng: random.Random, split: str) -> Conversation:
-    ask, answer = rng.choice(NO_TOOL if split == "train" else NO_TOOL_HELDOUT)
-    return Conversation([Message("user", ask), Message("assistant", answer)], tools=list(TOOLS))
+    openings, endings, answer = NO_TOOL_KINDS[rng.choice(list(NO_TOOL_KINDS))]
+    while True:
+        opening, ending = rng.choice(openings), rng.choice(endings)
+        if _no_tool_split(opening, ending) == split:
+            return Conversation([Message("user", opening + ending), Message("assistant", answer)], tools=list(TOOLS))
 
 
 KINDS = ((_weather, 0.35), (_calc, 0.25), (_convert, 0.2), (_no_tool, 0.2))
@@ -134,15 +154,17 @@ def _cities(conv: Conversation) -> set[str]:
     return {c.arguments["city"] for m in conv.messages for c in m.tool_calls if c.name == "get_weather"}
 
 
-def make_tool_conversations(n: int, seed: int = 0, split: str = "train", avoid: set[str] = frozenset()) -> list[Conversation]:
-    """`n` conversations of one split; none asks about a city in `avoid` (held-out: training's cities)."""
+def make_tool_conversations(n: int, seed: int = 0, split: str = "train", avoid: set[str] = frozenset(),
+                            max_rounds: int = 1) -> list[Conversation]:
+    """`n` conversations of one split, each of 1 to `max_rounds` questions (a chat in which the user
+    asks several things); none asks about a city in `avoid` (held-out: training's cities)."""
     rng = random.Random(f"{seed}:{split}")
     makers, weights = zip(*KINDS)
     out = []
     while len(out) < n:
-        conv = rng.choices(makers, weights)[0](rng, split)
-        if not _cities(conv) & avoid:
-            out.append(conv)
+        rounds = [rng.choices(makers, weights)[0](rng, split) for _ in range(rng.randint(1, max_rounds))]
+        if not set().union(*map(_cities, rounds)) & avoid:
+            out.append(Conversation([m for r in rounds for m in r.messages], tools=list(TOOLS)))
     return out
 
 
@@ -152,16 +174,18 @@ class ToolDataset:
     records: dict[str, int]
 
 
-def make_tool_dataset(out: str | Path, n: int = 400, seed: int = 0, heldout: int | None = None) -> ToolDataset:
-    """train.jsonl (n conversations), heldout.jsonl (new cities, numbers, phrasings) as OpenAI
-    messages with tools, and tools.json (the definitions, for `mmtune chat --tools`)."""
+def make_tool_dataset(out: str | Path, n: int = 400, seed: int = 0, heldout: int | None = None,
+                      max_rounds: int = 3) -> ToolDataset:
+    """train.jsonl (n conversations of 1 to `max_rounds` questions), heldout.jsonl (one question
+    each: new cities, numbers, phrasings) as OpenAI messages with tools, and tools.json (the
+    definitions, for `mmtune chat --tools`)."""
     import json
 
     from mmtune.data.synth import write_conversations
 
     out = Path(out)
     heldout = heldout if heldout is not None else max(20, n // 5)
-    train = make_tool_conversations(n, seed, "train")
+    train = make_tool_conversations(n, seed, "train", max_rounds=max_rounds)
     held = make_tool_conversations(heldout, seed, "heldout", avoid=set().union(*map(_cities, train)))
     files = {"train": write_conversations(train, out / "train.jsonl"),
              "heldout": write_conversations(held, out / "heldout.jsonl")}
