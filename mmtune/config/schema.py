@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 # The choices of the registries (data formats, chat templates, projectors), which live on floors above
 # the config; tests/config/test_registries.py keeps each list equal to its registry.
-FORMAT_CHOICES = Literal["auto", "llava", "openai", "alpaca", "minicpm"]
+FORMAT_CHOICES = Literal["auto", "llava", "openai", "alpaca", "minicpm", "msagent"]
 TEMPLATE_CHOICES = Literal["auto", "chatml", "qwen_chat", "internlm2_chat", "llama3_chat", "phi3_chat", "vicuna", "default",
                            "qwen3_chat", "llama3_1_chat"]
 PROJECTOR_CHOICES = Literal["mlp2x_gelu", "resampler"]

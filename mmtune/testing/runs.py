@@ -156,7 +156,7 @@ def tool_run(template: str = "qwen_chat", steps: int = 600, n: int = 1500, lr: f
     root = Path(tempfile.mkdtemp(prefix="mmtune-tools-"))
     data = make_tool_dataset(root / "data", n=n, seed=1, heldout=100)
     recipe = self_cognition_recipe(
-        tiny_lm_dir("qwen2"), data.files["train"],
+        tiny_lm_dir("qwen2", tool_words=True), data.files["train"],
         data={"template": template, "max_length": 2048, "pack_to_max_length": True, "overlong": "drop"},
         method={"type": "full"},
         train={"max_steps": steps, "micro_batch_size": 2, "lr": lr, "save_steps": steps, "logging_steps": 100},

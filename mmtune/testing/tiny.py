@@ -14,7 +14,7 @@ from pathlib import Path
 
 from mmtune.testing.cache import build_atomically, cache_root
 
-BUILD_VERSION = "v4"  # bump when what is built changes, so caches rebuild
+BUILD_VERSION = "v3"  # bump when what is built changes, so caches rebuild
 SPECIAL_TOKENS = [
     "<|endoftext|>",  # pad
     "<|im_start|>",
@@ -93,7 +93,7 @@ def _tool_corpus(n_lines: int = 1500, seed: int = 0) -> list[str]:
     return lines
 
 
-def build_tokenizer(out: Path) -> None:
+def build_tokenizer(out: Path, tool_words: bool = False) -> None:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -108,7 +108,7 @@ def build_tokenizer(out: Path) -> None:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(_corpus() + _tool_corpus(), trainer=trainer)
+    tok.train_from_iterator(_corpus() + (_tool_corpus() if tool_words else []), trainer=trainer)
     hf = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         bos_token="<s>",
@@ -122,8 +122,11 @@ def build_tokenizer(out: Path) -> None:
     hf.save_pretrained(out)
 
 
-def tiny_tokenizer_dir() -> Path:
-    return build_atomically(cache_root() / f"tokenizer-{BUILD_VERSION}", build_tokenizer)
+def tiny_tokenizer_dir(tool_words: bool = False) -> Path:
+    """The tiny tokenizer; with `tool_words`, one that also learned tool-definition and JSON words
+    (agent prompts then take ~600 tokens, not ~1200), for the tool-calling tests."""
+    name = f"tokenizer-tools-{BUILD_VERSION}" if tool_words else f"tokenizer-{BUILD_VERSION}"
+    return build_atomically(cache_root() / name, lambda out: build_tokenizer(out, tool_words))
 
 
 def _lm_config(family: str, vocab_size: int, tokenizer):
@@ -148,11 +151,11 @@ def _lm_config(family: str, vocab_size: int, tokenizer):
     raise ValueError(f"unknown tiny model family {family!r} (llama, qwen2)")
 
 
-def build_lm(out: Path, family: str, seed: int = 0) -> None:
+def build_lm(out: Path, family: str, seed: int = 0, tool_words: bool = False) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
-    tokenizer = AutoTokenizer.from_pretrained(tiny_tokenizer_dir())
+    tokenizer = AutoTokenizer.from_pretrained(tiny_tokenizer_dir(tool_words))
     config = _lm_config(family, len(tokenizer), tokenizer)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
@@ -170,9 +173,11 @@ def build_lm(out: Path, family: str, seed: int = 0) -> None:
     tokenizer.save_pretrained(out)
 
 
-def tiny_lm_dir(family: str = "qwen2") -> Path:
-    """A saved tiny causal LM with its tokenizer ("llama" or "qwen2")."""
-    return build_atomically(cache_root() / f"{family}-{BUILD_VERSION}", lambda out: build_lm(out, family))
+def tiny_lm_dir(family: str = "qwen2", tool_words: bool = False) -> Path:
+    """A saved tiny causal LM with its tokenizer ("llama" or "qwen2"); `tool_words`: with the
+    tokenizer that knows tool-definition words (see tiny_tokenizer_dir)."""
+    name = f"{family}-tools-{BUILD_VERSION}" if tool_words else f"{family}-{BUILD_VERSION}"
+    return build_atomically(cache_root() / name, lambda out: build_lm(out, family, tool_words=tool_words))
 
 
 if __name__ == "__main__":

@@ -68,7 +68,7 @@ def test_unreadable_files(tmp_path, write_records):
     report = check_file(path)
     assert report.format == "?"
     assert "records match no known format" in report.errors[0][1]
-    assert "supported formats: alpaca, llava, minicpm, openai" in report.errors[0][1]
+    assert "supported formats: alpaca, llava, minicpm, msagent, openai" in report.errors[0][1]
 
 
 def test_explicit_format(write_records, good):

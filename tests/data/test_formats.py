@@ -30,7 +30,7 @@ def error_of(records, format="auto", path="d.json") -> str:
 
 
 def test_format_names():
-    assert FORMAT_NAMES == ["alpaca", "llava", "minicpm", "openai"]
+    assert FORMAT_NAMES == ["alpaca", "llava", "minicpm", "msagent", "openai"]
 
 
 def test_register_twice_is_a_bug():

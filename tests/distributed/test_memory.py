@@ -155,7 +155,7 @@ def test_estimate_memory_command(tiny_qwen2_dir, tmp_path, capsys):
     recipe.write_text(dump_config(self_cognition_recipe(tiny_qwen2_dir, data)))
     assert main(["estimate-memory", str(recipe), "--gpus", "1", "2", "--deepspeed", "zero3", "--gpu-mem", "0.5"]) == 0
     out = capsys.readouterr().out
-    assert "model: qwen2-v4: 1.00M parameters" in out and "LoRA trains 299.01K" in out
+    assert "model: qwen2-v3: 1.00M parameters" in out and "LoRA trains 299.01K" in out
     assert "| LoRA   |" in out and "| full   |" in out
     assert "does NOT fit in 0.5 GiB" in out  # the CUDA context alone is 1 GiB
     # the memory savers are named, and off where training turns them off (ZeRO-3 shards the weights)
