@@ -175,3 +175,53 @@ def test_webui_command_is_serve_with_the_page():
     args = build_parser().parse_args(["serve", "merged"])
     assert (args.ui, args.port) == (False, 8000)
     assert build_parser().parse_args(["serve", "merged", "--ui"]).ui
+
+
+@pytest.fixture
+def tool_page(browser):
+    """The page on a server of the tiny model fine-tuned to call the `mmtune data tools` tools."""
+    from mmtune.testing.runs import tool_run
+
+    _, result, _ = tool_run()
+    running = serve_in_thread(create_app(load_for_inference(str(result.final_dir), device="cpu"),
+                                         ServerSettings("agent", ui=True)))
+    context = browser.new_context(viewport={"width": 1100, "height": 720})
+    page = context.new_page()
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(running.url + "/")
+    page.wait_for_function("document.getElementById('model-name').textContent === 'agent'")
+    page.fill("#max-tokens", "160")
+    yield page
+    context.close()
+    running.stop()
+    assert not errors, errors
+
+
+def test_tool_calls_show_and_their_results_go_back(tool_page):
+    from mmtune.data.synth.tools import TOOLS
+
+    page = tool_page
+    set_range(page, "#temperature", 0)
+    page.fill("#tools", "[not json")
+    page.fill("#input", "What is the weather in Paris?")
+    page.press("#input", "Enter")
+    page.locator("#error").wait_for(state="visible", timeout=30_000)
+    assert "Tools (in Settings) are not valid JSON" in page.inner_text("#error")
+    assert page.locator("#messages li").count() == 0 and page.input_value("#input") == "What is the weather in Paris?"
+
+    page.fill("#tools", json.dumps(TOOLS))
+    page.press("#input", "Enter")
+    call = page.locator("li.assistant .tool-call").first
+    call.wait_for(timeout=60_000)
+    assert call.inner_text().startswith("tool call: get_weather({")  # name(arguments), as text
+    # a result holding markup is shown as text, and goes back as a tool message
+    result = '{"temperature_c": 21, "condition": "<img src=x onerror=alert(1)>"}'
+    page.fill(".tool-results input", result)
+    page.click(".tool-results button")
+    answer = page.locator("li.assistant").nth(1)
+    answer.and_(page.locator("[data-state=done]")).wait_for(timeout=60_000)
+    assert page.locator("li.tool .text").inner_text() == result and page.locator("li.tool img").count() == 0
+    assert answer.locator(".text").inner_text().strip() and answer.locator(".tool-call").count() == 0
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "webui-tools.png"))

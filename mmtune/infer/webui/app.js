@@ -49,6 +49,10 @@ function apiMessages() {
   for (const m of state.history) {
     if (m.image) {
       out.push({ role: m.role, content: [{ type: "text", text: m.content }, { type: "image_url", image_url: { url: m.image } }] });
+    } else if (m.tool_calls) {
+      out.push({ role: "assistant", content: m.content || null, tool_calls: m.tool_calls });
+    } else if (m.role === "tool") {
+      out.push({ role: "tool", tool_call_id: m.tool_call_id, content: m.content });
     } else {
       out.push({ role: m.role, content: m.content });
     }
@@ -56,10 +60,25 @@ function apiMessages() {
   return out;
 }
 
+// The tool definitions typed in Settings (an OpenAI `tools` list), or undefined when empty.
+function toolDefinitions() {
+  const text = $("tools").value.trim();
+  if (!text) return undefined;
+  let tools;
+  try {
+    tools = JSON.parse(text);
+  } catch (err) {
+    throw new Error("Tools (in Settings) are not valid JSON: " + err.message);
+  }
+  if (!Array.isArray(tools)) throw new Error("Tools (in Settings) must be a JSON list of tool definitions");
+  return tools;
+}
+
 function requestBody() {
   return {
     model: state.config.model,
     messages: apiMessages(),
+    tools: toolDefinitions(),
     stream: true,
     temperature: Number($("temperature").value),
     top_p: Number($("top-p").value),
@@ -67,8 +86,9 @@ function requestBody() {
   };
 }
 
-// Reads OpenAI's server-sent events: "data: {chunk}\n\n" ... "data: [DONE]\n\n".
-async function readStream(res, onText) {
+// Reads OpenAI's server-sent events: "data: {chunk}\n\n" ... "data: [DONE]\n\n". Tool-call deltas
+// are put together by index into `calls` (OpenAI's shape: id, type, function {name, arguments}).
+async function readStream(res, onText, calls) {
   const reader = res.body.getReader();
   const decoder = new TextDecoder();
   let buffer = "";
@@ -88,6 +108,12 @@ async function readStream(res, onText) {
         if (chunk.error) throw new Error(chunk.error.message);
         const delta = chunk.choices && chunk.choices[0] && chunk.choices[0].delta;
         if (delta && delta.content) onText(delta.content);
+        for (const piece of (delta && delta.tool_calls) || []) {
+          const call = calls[piece.index] || (calls[piece.index] = { id: "", type: "function", function: { name: "", arguments: "" } });
+          if (piece.id) call.id = piece.id;
+          if (piece.function && piece.function.name) call.function.name += piece.function.name;
+          if (piece.function && piece.function.arguments) call.function.arguments += piece.function.arguments;
+        }
       }
     }
   }
@@ -105,12 +131,24 @@ async function send(text) {
   state.history.push(turn);
   const userBubble = addBubble("user", text, state.image);
   clearImage();
+  await complete(() => {
+    // The turn failed: take it back so the next message does not follow an unanswered one.
+    state.history.splice(state.history.indexOf(turn), 1);
+    userBubble.remove();
+    if ($("input").value === "") $("input").value = text;
+  });
+}
+
+// Asks the server for the next assistant message and streams it into a new bubble. On failure
+// (not Stop) the bubble goes and `takeBack` undoes what led to the request.
+async function complete(takeBack) {
   const bubble = addBubble("assistant", "");
   bubble.classList.add("streaming");
   const textNode = bubble.querySelector(".text");
   state.controller = new AbortController();
   setBusy(true);
   let answer = "";
+  const calls = [];
   try {
     const headers = { "Content-Type": "application/json" };
     const key = $("api-key").value;
@@ -126,17 +164,19 @@ async function send(text) {
       answer += piece;
       textNode.textContent = answer;
       bubble.scrollIntoView({ block: "end" });
-    });
-    state.history.push({ role: "assistant", content: answer });
+    }, calls);
+    if (calls.length) {
+      state.history.push({ role: "assistant", content: answer, tool_calls: calls });
+      showToolCalls(bubble, calls);
+    } else {
+      state.history.push({ role: "assistant", content: answer });
+    }
   } catch (err) {
     if (err.name === "AbortError" && answer) {
       state.history.push({ role: "assistant", content: answer });  // keep what was said before Stop
     } else {
-      // The turn failed: take it back so the next message does not follow an unanswered one.
-      state.history.pop();
-      userBubble.remove();
       bubble.remove();
-      if ($("input").value === "") $("input").value = text;
+      takeBack();
       if (err.name !== "AbortError") showError(err.message);
     }
   } finally {
@@ -145,6 +185,46 @@ async function send(text) {
     state.controller = null;
     setBusy(false);
   }
+}
+
+// Shows each call as name(arguments) and a form to type each tool's result; sending the results
+// adds them as tool messages and asks for the answer that uses them.
+function showToolCalls(bubble, calls) {
+  const form = document.createElement("form");
+  form.className = "tool-results";
+  for (const call of calls) {
+    const line = document.createElement("div");
+    line.className = "tool-call";
+    line.textContent = "tool call: " + call.function.name + "(" + call.function.arguments + ")";
+    const input = document.createElement("input");
+    input.placeholder = "result of " + call.function.name + " (e.g. JSON)";
+    input.dataset.callId = call.id;
+    form.append(line, input);
+  }
+  const button = document.createElement("button");
+  button.type = "submit";
+  button.textContent = "Send tool results";
+  form.append(button);
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    if (state.controller) return;
+    showError("");
+    const added = [];
+    for (const input of form.querySelectorAll("input")) {
+      const message = { role: "tool", tool_call_id: input.dataset.callId, content: input.value };
+      state.history.push(message);
+      added.push([message, addBubble("tool", input.value)]);
+    }
+    button.disabled = true;
+    await complete(() => {
+      for (const [message, toolBubble] of added) {
+        state.history.splice(state.history.indexOf(message), 1);
+        toolBubble.remove();
+      }
+      button.disabled = false;
+    });
+  });
+  bubble.append(form);
 }
 
 function clearImage() {
