@@ -7,6 +7,7 @@ A screenshot of the chat is saved under test-artifacts/ (MMTUNE_TEST_ARTIFACTS o
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -86,18 +87,25 @@ def browser():
         browser.close()
 
 
-@pytest.fixture
-def page(browser, ui_server):
+@contextlib.contextmanager
+def open_page(browser, url: str, model: str, max_tokens: int):
+    """The chat page, loaded and connected to `model`; fails the test on any page error."""
     context = browser.new_context(viewport={"width": 1100, "height": 720})
     page = context.new_page()
     errors = []
     page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(ui_server.url + "/")
-    page.wait_for_function("document.getElementById('model-name').textContent === 'zorblax'")
-    page.fill("#max-tokens", "48")  # short answers keep the test quick whatever the tiny model says
+    page.goto(url + "/")
+    page.wait_for_function(f"document.getElementById('model-name').textContent === '{model}'")
+    page.fill("#max-tokens", str(max_tokens))
     yield page
     context.close()
     assert not errors, errors
+
+
+@pytest.fixture
+def page(browser, ui_server):
+    with open_page(browser, ui_server.url, "zorblax", 48) as page:  # short answers keep the test quick
+        yield page
 
 
 def set_range(page, selector: str, value: float) -> None:
@@ -185,17 +193,11 @@ def tool_page(browser):
     _, result, _ = tool_run()
     running = serve_in_thread(create_app(load_for_inference(str(result.final_dir), device="cpu"),
                                          ServerSettings("agent", ui=True)))
-    context = browser.new_context(viewport={"width": 1100, "height": 720})
-    page = context.new_page()
-    errors = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(running.url + "/")
-    page.wait_for_function("document.getElementById('model-name').textContent === 'agent'")
-    page.fill("#max-tokens", "160")
-    yield page
-    context.close()
-    running.stop()
-    assert not errors, errors
+    try:
+        with open_page(browser, running.url, "agent", 160) as page:
+            yield page
+    finally:
+        running.stop()
 
 
 def test_tool_calls_show_and_their_results_go_back(tool_page):
