@@ -39,8 +39,10 @@ def _add_options(p, default_port: int) -> None:
     p.add_argument("--api-key", default=os.environ.get("MMTUNE_API_KEY"),
                    help="require 'Authorization: Bearer KEY' on /v1 requests (default: $MMTUNE_API_KEY, else none)")
     p.add_argument("--max-concurrency", type=int, default=8, metavar="N",
-                   help="requests waiting or generating at once; more are answered 429 (default: 8). "
-                        "Generation itself runs one request at a time")
+                   help="requests waiting or generating at once; more are answered 429 (default: 8)")
+    p.add_argument("--batching", default="auto", choices=["auto", "off"],
+                   help="auto: generate for all requests in progress together (transformers' continuous batching) "
+                        "where the model allows it, else one at a time; off: always one at a time (default: auto)")
     p.add_argument("--served-model-name", help="model id in the API (default: the adapter's or model's directory name)")
     p.add_argument("--max-tokens", type=int, default=512, help="answer length when a request sets none (default: 512)")
     p.add_argument("--max-image-mb", type=float, default=20.0, help="largest accepted image (default: 20)")
@@ -96,6 +98,7 @@ def prefer_passive_openmp() -> None:
 def run(args) -> int:
     prefer_passive_openmp()
     from mmtune.infer.load import load_for_inference
+    from mmtune.infer.batching import choose_worker
     from mmtune.infer.server import ServerSettings, allowed_hosts_for, is_loopback, run_server
 
     if args.max_concurrency < 1:
@@ -110,9 +113,11 @@ def run(args) -> int:
         max_concurrency=args.max_concurrency, default_max_tokens=args.max_tokens,
         max_image_bytes=int(args.max_image_mb * 2**20), max_image_pixels=int(args.max_image_mp * 1e6),
         max_images=args.max_images, ui=args.ui, allowed_hosts=allowed_hosts_for(args.host),
-        allow_origins=tuple(args.allow_origin),
+        allow_origins=tuple(args.allow_origin), batching=args.batching,
     )
+    worker = choose_worker(loaded, settings.max_concurrency, args.batching)
+    print(f"generation: {worker.how}", flush=True)
     base = f"http://{args.host}:{args.port}"
     print(f"serving {settings.model_id!r} at {base}/v1" + (f" — chat page at {base}/" if args.ui else ""), flush=True)
-    run_server(loaded, settings, args.host, args.port)
+    run_server(loaded, settings, args.host, args.port, worker)
     return 0

@@ -29,7 +29,8 @@ from mmtune.data.tool_parse import tool_style as tool_style_of
 from mmtune.infer.api_schema import (APIError, image_part_count, parse_request, to_messages, to_settings,
                                      tool_definitions)
 from mmtune.infer.load import LoadedModel
-from mmtune.infer.worker import GenerationWorker, Job, model_takes_images, prepare_inputs
+from mmtune.infer.batching import choose_worker
+from mmtune.infer.worker import Job, model_takes_images, prepare_inputs
 
 log = logging.getLogger(__name__)
 
@@ -51,14 +52,17 @@ class ServerSettings:
     # so a web page on another site cannot reach it through DNS rebinding.
     allowed_hosts: tuple[str, ...] | None = None
     allow_origins: tuple[str, ...] = ()  # CORS: browser pages on these origins may call the API
+    batching: str = "auto"  # "auto": continuous batching where the model allows it; "off": one at a time
 
 
 class ClientGone(Exception):
     """The client closed the connection while its request waited."""
 
 
-def create_app(loaded: LoadedModel, settings: ServerSettings) -> FastAPI:
-    worker = GenerationWorker(loaded, settings.max_concurrency)
+def create_app(loaded: LoadedModel, settings: ServerSettings, worker=None) -> FastAPI:
+    """`worker`: a BatchedWorker or GenerationWorker (default: choose_worker's pick for the model)."""
+    if worker is None:
+        worker = choose_worker(loaded, settings.max_concurrency, settings.batching)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -441,11 +445,11 @@ def _add_ui(app: FastAPI, settings: ServerSettings, vision: bool) -> None:
     app.mount("/ui", StaticFiles(directory=str(webui)), name="ui")
 
 
-def run_server(loaded: LoadedModel, settings: ServerSettings, host: str, port: int) -> None:
+def run_server(loaded: LoadedModel, settings: ServerSettings, host: str, port: int, worker=None) -> None:
     """Serve until interrupted (the `mmtune serve` command)."""
     import uvicorn
 
     from mmtune.infer.http_protocol import protocol_with_header_timeout
 
-    uvicorn.run(create_app(loaded, settings), host=host, port=port, log_level="info",
+    uvicorn.run(create_app(loaded, settings, worker), host=host, port=port, log_level="info",
                 http=protocol_with_header_timeout(settings.header_timeout_s))

@@ -87,7 +87,23 @@ class TrimStream:
         return body
 
 
+def fit_context(job: Job, context: int | None, prompt_tokens: int) -> None:
+    """Clip the job's answer length to the room the context leaves; a 400 when there is none, or when
+    the client's own max_tokens does not fit."""
+    if context is None:
+        return
+    room = context - prompt_tokens
+    wanted = job.settings.max_new_tokens
+    if room < 1 or (job.max_tokens_chosen and wanted > room):
+        raise APIError(400, f"this model's maximum context length is {context} tokens; the messages take "
+                            f"{prompt_tokens} tokens" + (f" and max_tokens asks for {wanted} more" if room >= 1 else ""),
+                       param="messages", code="context_length_exceeded")
+    job.settings.max_new_tokens = min(wanted, room)
+
+
 class GenerationWorker:
+    batched = False
+
     def __init__(self, loaded: LoadedModel, limit: int):
         self.loaded, self.limit = loaded, limit
         self.context = context_length(loaded.model)
@@ -145,7 +161,7 @@ class GenerationWorker:
             job.control.finish_reason = "cancelled"
             return ""
         m = self.loaded
-        self._fit_context(job, int(job.inputs["input_ids"].shape[1]))
+        fit_context(job, self.context, int(job.inputs["input_ids"].shape[1]))
         job.emit("start")
         extra = {"images": job.images, "vision": m.vision} if job.images else {}  # text-only calls stay as they were
         extra["inputs"] = job.inputs
@@ -157,13 +173,3 @@ class GenerationWorker:
                 job.emit("piece", text)
         return None
 
-    def _fit_context(self, job: Job, prompt_tokens: int) -> None:
-        if self.context is None:
-            return
-        room = self.context - prompt_tokens
-        wanted = job.settings.max_new_tokens
-        if room < 1 or (job.max_tokens_chosen and wanted > room):
-            raise APIError(400, f"this model's maximum context length is {self.context} tokens; the messages take "
-                                f"{prompt_tokens} tokens" + (f" and max_tokens asks for {wanted} more" if room >= 1 else ""),
-                           param="messages", code="context_length_exceeded")
-        job.settings.max_new_tokens = min(wanted, room)

@@ -339,6 +339,7 @@ def test_serve_command(adapter):
         proc.terminate()
         out = proc.communicate(timeout=30)[0]
     assert f"serving 'adapter' at http://127.0.0.1:{port}/v1" in out
+    assert "generation: batched (transformers continuous batching)" in out  # the startup line says which engine
 
 
 def _vision_model(kind: str):
