@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from mmtune.cli.common import add_parser, add_set_option
 
 EPILOG = """\
@@ -17,6 +19,8 @@ examples:
 LoRA/QLoRA runs give a peft adapter dir; full fine-tunes give a full model. The tokenizer is
 saved with the training chat template, so `apply_chat_template` reproduces the training format.
 """
+log = logging.getLogger("mmtune.export")
+
 MERGE_EPILOG = """\
 examples:
   mmtune convert merge Qwen/Qwen2.5-0.5B-Instruct hf_adapter merged
@@ -61,6 +65,17 @@ def add_layout_option(parser) -> None:
                              "InternLM2 checkpoint")
 
 
+def report_servable(out) -> None:
+    """Say whether vLLM, SGLang and LMDeploy find what they read (docs/deploy.md has the commands)."""
+    from mmtune.export.servable import serving_problems
+
+    problems = serving_problems(out)
+    if not problems:
+        print("servable by vLLM, SGLang and LMDeploy as it is (docs/deploy.md: 'Production engines')")
+    for problem in problems:
+        log.warning("for vLLM/SGLang/LMDeploy: %s", problem)
+
+
 def run_to_hf(args) -> int:
     from mmtune.config.load import load_config
     from mmtune.errors import MmtuneError
@@ -75,6 +90,7 @@ def run_to_hf(args) -> int:
     recipe = load_config(config[0], args.set) if config else None
     out = checkpoint_to_hf(recipe, checkpoint, out_dir, layout=args.layout, overwrite=args.overwrite)
     print(f"exported to {out}")
+    report_servable(out)
     return 0
 
 
@@ -85,4 +101,5 @@ def run_merge(args) -> int:
                         dtype=args.dtype, trust_remote_code=args.trust_remote_code, layout=args.layout,
                         force=args.force, overwrite=args.overwrite)
     print(f"merged model written to {out}")
+    report_servable(out)
     return 0

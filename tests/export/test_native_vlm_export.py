@@ -17,6 +17,7 @@ from safetensors.torch import save_file
 
 from mmtune.data.conversation import Message
 from mmtune.data.images import open_image
+from mmtune.export.servable import serving_problems
 from mmtune.export.to_hf import checkpoint_to_hf
 from mmtune.infer.load import load_for_inference
 from mmtune.testing.runs import native_vlm_run
@@ -49,6 +50,7 @@ def test_merged_export_loads_without_mmtune_with_the_same_logits(family, tmp_pat
     root, recipe, result = native_vlm_run(family, trainable=("projector", "llm.lora", "vision.lora"))
     out = checkpoint_to_hf(recipe, result.final_dir, tmp_path / "hf")
     assert not (out / "adapter_config.json").exists()  # merged: one model
+    assert serving_problems(out) == []  # what vLLM, SGLang and LMDeploy read is there
     config = json.loads((out / "config.json").read_text())
     assert config["model_type"] == json.loads((Path(recipe.model.path) / "config.json").read_text())["model_type"]
 
