@@ -88,18 +88,29 @@ def browser():
 
 
 @contextlib.contextmanager
-def open_page(browser, url: str, model: str, max_tokens: int):
-    """The chat page, loaded and connected to `model`; fails the test on any page error."""
-    context = browser.new_context(viewport={"width": 1100, "height": 720})
+def open_page(browser, url: str, model: str, max_tokens: int, width: int = 1100, height: int = 720):
+    """The chat page in a fresh browser profile, loaded and connected to `model` (clipboard allowed);
+    fails the test on any page error."""
+    context = browser.new_context(viewport={"width": width, "height": height})
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=url)
     page = context.new_page()
     errors = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto(url + "/")
-    page.wait_for_function(f"document.getElementById('model-name').textContent === '{model}'")
+    wait_connected(page, model)
     page.fill("#max-tokens", str(max_tokens))
     yield page
     context.close()
     assert not errors, errors
+
+
+def wait_connected(page, model: str) -> None:
+    page.wait_for_function(f"document.getElementById('model-name').textContent === '{model}'")
+
+
+def save_screenshot(page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / name), full_page=True)
 
 
 @pytest.fixture
@@ -149,11 +160,15 @@ def test_chat_streams_answer_multi_turn_and_clears(page):
 
 
 def test_errors_show_and_take_the_turn_back(page):
-    page.fill("#api-key", "wrong")
     page.fill("#input", "hello")
-    page.press("#input", "Enter")
+    page.press("#input", "Enter")  # no key yet
     page.locator("#error").wait_for(state="visible", timeout=30_000)
-    assert "API key" in page.inner_text("#error")
+    assert "needs an API key" in page.inner_text("#error") and "Settings" in page.inner_text("#error")
+    assert page.evaluate("document.activeElement.id") == "api-key"  # the field to fill is focused
+    page.fill("#api-key", "wrong")
+    page.press("#input", "Enter")
+    page.wait_for_function("document.getElementById('error').textContent.includes('refused the API key')")
+    assert "Settings" in page.inner_text("#error")
     assert page.locator("#messages li").count() == 0  # the failed turn was taken back
     assert page.input_value("#input") == "hello"  # and its text put back to retry
     page.fill("#api-key", KEY)
@@ -227,3 +242,159 @@ def test_tool_calls_show_and_their_results_go_back(tool_page):
     assert answer.locator(".text").inner_text().strip() and answer.locator(".tool-call").count() == 0
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "webui-tools.png"))
+
+
+def test_vendored_libraries_are_the_listed_releases(ui_server):
+    import hashlib
+    import re
+
+    vendor = Path(__file__).resolve().parents[2] / "mmtune" / "infer" / "webui" / "vendor"
+    listed = dict(re.findall(r"\| `([\w.]+\.js)` \|.*\| `([0-9a-f]{64})` \|", (vendor / "README.md").read_text()))
+    assert set(listed) == {"marked.min.js", "purify.min.js"}
+    for name, digest in listed.items():
+        assert hashlib.sha256((vendor / name).read_bytes()).hexdigest() == digest, name
+        status, kind, _ = get(f"{ui_server.url}/ui/vendor/{name}")  # served by the page's own server
+        assert status == 200 and "javascript" in kind
+
+
+HOSTILE = ("**bold** and `x`\n\n```python\nprint('hi')\n```\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n"
+           "<img src=x onerror=\"window.__pwned=1\"><script>window.__pwned=2</script> "
+           "[click](javascript:window.__pwned=3) <a href=\"https://example.org\" onclick=\"window.__pwned=4\">site</a> "
+           "<form action=\"https://example.org\"><input name=q></form><iframe src=\"https://example.org\"></iframe>")
+
+
+def store_conversation(page, history: list[dict]) -> None:
+    """Put a conversation in the page's browser storage and reload, as if it had been held earlier."""
+    stored = {"current": "c1", "conversations": {"c1": {"id": "c1", "title": "t", "updated": 1, "history": history}}}
+    page.evaluate("s => localStorage.setItem('mmtune-chat-v1', s)", json.dumps(stored))
+    page.reload()
+    wait_connected(page, "zorblax")
+
+
+def test_answers_render_markdown_safely_with_copyable_code(page):
+    user_text = "<b>not bold</b> **nor this**"
+    store_conversation(page, [{"role": "user", "content": user_text}, {"role": "assistant", "content": HOSTILE}])
+    answer = page.locator("li.assistant .text")
+    assert answer.locator("strong").inner_text() == "bold" and answer.locator("table td").count() == 2
+    assert "print('hi')" in answer.locator("pre code").inner_text()
+    for tag in ("img", "script", "form", "input", "iframe"):
+        assert answer.locator(tag).count() == 0, tag
+    assert answer.locator("a[href^='javascript']").count() == 0 and answer.locator("[onclick]").count() == 0
+    site = answer.locator("a[href='https://example.org']")
+    assert site.get_attribute("rel") == "noopener noreferrer" and site.get_attribute("target") == "_blank"
+    user = page.locator("li.user .text")  # what the user typed stays text
+    assert user.inner_text() == user_text and user.locator("b").count() == 0
+    page.click("li.assistant pre .copy")
+    page.wait_for_function("document.querySelector('li.assistant pre .copy').textContent === 'Copied'")
+    assert page.evaluate("navigator.clipboard.readText()") == "print('hi')\n"
+    assert page.evaluate("window.__pwned") is None  # nothing in the answer ran
+    save_screenshot(page, "webui-markdown.png")
+
+
+def test_regenerate_edit_and_conversations_kept_across_reloads(page):
+    page.fill("#api-key", KEY)
+    set_range(page, "#temperature", 0)
+    asked = []
+    page.on("request", lambda r: asked.append(r) if r.url.endswith("/v1/chat/completions") else None)
+    assert NAME in ask(page, QUESTION)
+    meta = page.locator("li.assistant .meta").inner_text()
+    assert re_match(r"\d+ tokens · [\d.]+ tokens/s · prompt \d+", meta), meta
+
+    page.click("li.assistant .regenerate")
+    page.wait_for_function("document.querySelectorAll('#messages li').length === 2 && "
+                           "document.querySelector('li.assistant')?.dataset.state === 'done'")
+    assert len(asked) == 2 and NAME in page.locator("li.assistant .text").inner_text()
+
+    page.click("li.user .edit")  # the question goes back to the composer, the turn leaves the chat
+    assert page.input_value("#input") == QUESTION and page.locator("#messages li").count() == 0
+    page.fill("#input", "what is your name?")
+    page.press("#input", "Enter")
+    page.locator("li.assistant[data-state=done]").wait_for(timeout=60_000)
+    assert page.locator("li.user .text").inner_text() == "what is your name?"
+
+    page.reload()  # kept in this browser
+    wait_connected(page, "zorblax")
+    assert page.locator("#messages li").count() == 2
+    assert page.locator("li.user .text").inner_text() == "what is your name?"
+    assert page.locator("#conversation-list li").count() == 1
+
+    page.click("#clear")
+    assert page.locator("#messages li").count() == 0
+    ask(page, "hello")
+    assert page.locator("#conversation-list li").count() == 2
+    page.locator("#conversation-list .open", has_text="what is your name?").click()
+    assert page.locator("li.user .text").inner_text() == "what is your name?"
+    page.locator("#conversation-list li[aria-current] .delete").click()
+    assert page.locator("#conversation-list .open", has_text="what is your name?").count() == 0
+    assert "what is your name?" not in page.evaluate("localStorage.getItem('mmtune-chat-v1')")
+    page.locator("#conversation-list .open", has_text="hello").click()
+    assert page.locator("li.user .text").inner_text() == "hello"
+
+
+def re_match(pattern: str, text: str) -> bool:
+    import re
+
+    return re.fullmatch(pattern, text) is not None
+
+
+def test_phone_width_layout(browser, ui_server):
+    with open_page(browser, ui_server.url, "zorblax", 24, width=390, height=844) as page:
+        page.fill("#api-key", KEY)
+        set_range(page, "#temperature", 0)
+        assert NAME in ask(page, QUESTION)
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), "sideways scrolling"
+        for selector in ("#input", "#send", "li.assistant", "#clear"):
+            box = page.locator(selector).bounding_box()
+            assert box and box["x"] >= 0 and box["x"] + box["width"] <= 390, selector
+        save_screenshot(page, "webui-phone.png")
+
+
+@pytest.fixture(scope="module")
+def vision_server():
+    from mmtune.testing.tiny_vlm import tiny_vlm_dir
+
+    loaded = load_for_inference(str(tiny_vlm_dir("qwen2_5_vl")), device="cpu")
+    running = serve_in_thread(create_app(loaded, ServerSettings("tiny-vlm", ui=True)))
+    yield running
+    running.stop()
+
+
+def png(seed: int) -> bytes:
+    import io
+
+    from mmtune.testing.tiny_vision import tiny_image
+
+    buf = io.BytesIO()
+    tiny_image(seed).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_several_images_by_file_paste_and_drop(browser, vision_server):
+    with open_page(browser, vision_server.url, "tiny-vlm", 4) as page:
+        assert page.locator("#image-label").is_visible()
+        page.set_input_files("#image", [{"name": f"{i}.png", "mimeType": "image/png", "buffer": png(i)}
+                                        for i in range(2)])
+        page.wait_for_function("document.querySelectorAll('#attachments img').length === 2")
+        event = """([kind, bytes]) => {
+            const data = new DataTransfer();
+            data.items.add(new File([new Uint8Array(bytes)], kind + '.png', {type: 'image/png'}));
+            const target = kind === 'paste' ? document.getElementById('input') : document.getElementById('composer');
+            const e = kind === 'paste' ? new ClipboardEvent('paste', {clipboardData: data, bubbles: true})
+                                       : new DragEvent('drop', {dataTransfer: data, bubbles: true, cancelable: true});
+            target.dispatchEvent(e);
+        }"""
+        page.evaluate(event, ["paste", list(png(2))])
+        page.evaluate(event, ["drop", list(png(3))])
+        page.wait_for_function("document.querySelectorAll('#attachments img').length === 4")
+        page.locator("#attachments .attachment button").first.click()  # take one back
+        assert page.locator("#attachments img").count() == 3
+        bodies = []
+        page.on("request", lambda r: bodies.append(r.post_data_json) if r.url.endswith("/v1/chat/completions") else None)
+        page.fill("#input", "what shapes are these?")
+        page.press("#input", "Enter")
+        page.locator("li.assistant[data-state=done]").wait_for(timeout=60_000)
+        assert page.locator("#error").is_hidden()
+        parts = bodies[0]["messages"][-1]["content"]
+        assert [p["type"] for p in parts] == ["text", "image_url", "image_url", "image_url"]
+        assert page.locator("li.user img").count() == 3 and page.locator("#attachments img").count() == 0
+        save_screenshot(page, "webui-images.png")
