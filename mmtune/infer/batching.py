@@ -50,8 +50,8 @@ def _unwrapped(model):
 def why_not_batched(loaded: LoadedModel) -> str | None:
     """None when the model can be served through continuous batching, else the reason."""
     model = _unwrapped(loaded.model)
-    if getattr(loaded, "vision", None) is not None:
-        return "a vision-language model: its image inputs need the one-at-a-time worker"
+    if getattr(loaded, "vision", None) is not None:  # transformers' engine runs LLMs only (as `transformers serve`)
+        return "a vision-language model: transformers' continuous batching takes text models only"
     if not hasattr(model, "init_continuous_batching"):
         return f"{type(model).__name__} has no continuous batching"
     if not getattr(model, "_supports_attention_backend", False):
@@ -182,16 +182,16 @@ class BatchedWorker:
         s = job.settings
         streaming = job.stream or bool(s.stop)  # a stop string is looked for as tokens come
         request_id = f"mmtune-{next(self._ids)}"
+        run = _Running(job, streaming, TrimStream())
         with self._lock:
-            self._running[request_id] = _Running(job, streaming, TrimStream())
+            self._running[request_id] = run
         job.emit("start")
         added = self._manager.add_request(ids, request_id=request_id, max_new_tokens=s.max_new_tokens,
                                           streaming=streaming, eos_token_id=self.eos_ids,
                                           **request_kwargs(s.temperature, s.top_p, s.seed))
-        if added is None:
-            with self._lock:
-                self._running.pop(request_id, None)
-            raise APIError(503, "the generation engine is not accepting requests", type="server_error")
+        if added is None or not self._manager.is_running():  # from here on the job is answered by _close
+            self._close(request_id, run, ("error", APIError(503, "the generation engine is not accepting requests",
+                                                            type="server_error")))
 
     def _done_counting(self) -> None:
         with self._lock:
@@ -206,8 +206,17 @@ class BatchedWorker:
                 output = self._manager.get_result(timeout=0.05)
                 if output is not None:
                     self._deliver(output)
+                elif not self._manager.is_running():  # the engine died: answer everyone, do not spin
+                    self._fail_all(RuntimeError("the generation engine stopped"))
+                    self._stopping.wait(0.05)
             except Exception:  # noqa: BLE001 - keep reading: one bad output must not stall every client
                 log.exception("reading a batched generation result failed")
+
+    def _fail_all(self, error: Exception) -> None:
+        with self._lock:
+            running = list(self._running.items())
+        for request_id, run in running:
+            self._close(request_id, run, ("error", error))
 
     def _cancel_abandoned(self) -> None:
         with self._lock:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+import urllib.error
 import urllib.request
 from dataclasses import replace
 
@@ -121,3 +122,18 @@ def test_seeded_choice_samples_the_distribution():
     # the noise is a function of the key: the same key, the same draw; another step, another draw
     assert torch.equal(gumbel_noise(keys[:2], 7), gumbel_noise(keys[:2], 7))
     assert noise_key(5, 0) != noise_key(5, 1) and noise_key(5, 0) != 0
+
+
+def test_a_stopped_engine_answers_errors_not_silence(loaded):
+    app = create_app(loaded, ServerSettings("t"))
+    running = serve_in_thread(app)
+    try:
+        assert text(ask(running.url, "hello"))
+        app.state.worker._manager.stop(block=True, hard_stop=True)  # as if the engine's thread had died
+        with pytest.raises(urllib.error.HTTPError) as info:
+            ask(running.url, "hello")
+        assert info.value.code in (500, 503) and "error" in json.loads(info.value.read())
+        with urllib.request.urlopen(f"{running.url}/health", timeout=10) as r:
+            assert json.load(r)["pending"] == 0  # nothing left hanging
+    finally:
+        running.stop()
