@@ -59,3 +59,24 @@ def test_vision_demo_learns_colours_of_held_out_images(tmp_path):
         assert (tmp_path / "demo_out" / stage / "loss.png").is_file()
     assert (tmp_path / "demo_out" / "llava_hf" / "config.json").is_file()
     assert_no_deprecation_printed(out)
+
+
+@pytest.mark.slow
+def test_agent_demo_runs_before_and_after(tmp_path):
+    """demo/run_tools.sh end to end on a short run (its learning is asserted by
+    tests/train/test_tool_learning.py): data, check, calls and scores before, training, after."""
+    import json
+
+    env = {**os.environ, "MMTUNE": f"{sys.executable} -m mmtune", "DEMO_TOOL_STEPS": "40",
+           "DEMO_MIN_NAME_ACCURACY": "0"}
+    out = subprocess.run(["bash", str(REPO / "demo" / "run_tools.sh")], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, (out.stdout[-3000:], out.stderr[-3000:])
+    assert "demo OK" in out.stdout and "== before: tool_name_accuracy=" in out.stdout
+    demo = tmp_path / "demo_out"
+    for stage in ("before", "after"):
+        assert (demo / f"tools_{stage}.txt").read_text().count("Q: ") == 3
+        summary = json.loads((demo / f"tools_eval_{stage}" / "summary.json").read_text())
+        assert summary["n"] == 100
+    assert (demo / "work_tools" / "loss.png").is_file()
+    assert_no_deprecation_printed(out)

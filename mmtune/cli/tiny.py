@@ -9,6 +9,7 @@ examples:
   mmtune make-tiny qwen2 demo_out/models/tiny-qwen2
   mmtune make-tiny llama /tmp/tiny-llama
   mmtune make-tiny internlm2 /tmp/tiny-internlm2     # InternLM2's own layout, config and sentencepiece tokenizer
+  mmtune make-tiny qwen2_tools /tmp/tiny-qwen2-tools # its tokenizer also knows tool/JSON words (agent demo)
   mmtune make-tiny clip demo_out/models/tiny-clip      # vision encoder + image processor (64 px, 16 px patches)
   mmtune make-tiny qwen2_5_vl /tmp/tiny-qwen2.5-vl     # a vision-language model + its processor and chat template
 VLM kinds: minicpmv4_6, qwen2_5_vl, qwen3_vl, internvl, gemma3, smolvlm, llava_onevision (transformers' own
@@ -23,7 +24,7 @@ def register(sub) -> None:
     from mmtune.testing.catalog import KINDS
 
     p.add_argument("family", choices=KINDS,
-                   help="architecture: a causal LM (qwen2, llama, internlm2), a vision encoder (clip, siglip) or a "
+                   help="architecture: a causal LM (qwen2, qwen2_tools, llama, internlm2), a vision encoder (clip, siglip) or a "
                         "vision-language model (minicpmv4_6, qwen2_5_vl, qwen3_vl, internvl, gemma3, smolvlm, "
                         "llava_onevision)")
     p.add_argument("out", metavar="DIR", help="output directory")

@@ -11,7 +11,7 @@ from mmtune.testing.tiny_vision import tiny_vision_dir
 from mmtune.testing.tiny_vlm import BUILDERS as VLM_BUILDERS
 from mmtune.testing.tiny_vlm import tiny_vlm_dir
 
-LM_KINDS = ("qwen2", "llama", "internlm2")
+LM_KINDS = ("qwen2", "qwen2_tools", "llama", "internlm2")
 VISION_KINDS = ("clip", "siglip")
 VLM_KINDS = tuple(VLM_BUILDERS)
 KINDS = (*LM_KINDS, *VISION_KINDS, *VLM_KINDS)
@@ -27,6 +27,8 @@ def copy_tiny(kind: str, dest: Path) -> Path:
         src = tiny_vision_dir(kind)
     elif kind in VLM_KINDS:
         src = tiny_vlm_dir(kind)
+    elif kind == "qwen2_tools":  # the tokenizer also knows tool and JSON words: tool prompts half as long
+        src = tiny_lm_dir("qwen2", tool_words=True)
     else:
         src = tiny_lm_dir(kind)
     dest = Path(dest)

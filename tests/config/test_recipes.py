@@ -65,7 +65,7 @@ def test_method_matches_the_name(name):
         assert recipe.method.stage == method
         return
     assert recipe.method.type == method
-    if method == "full":
+    if method == "full" and not name.startswith("tiny_"):  # the tiny demos train random weights from scratch
         assert recipe.train.lr <= 5e-5, "full fine-tuning needs a lower lr than LoRA"
         assert recipe.train.gradient_checkpointing
     if method == "qlora":
