@@ -27,6 +27,7 @@ import torch
 from mmtune.infer.api_schema import APIError
 from mmtune.infer.engine import _cut_at_stop, _decode, _stop_prefix_len, context_length, stop_token_ids
 from mmtune.infer.load import LoadedModel
+from mmtune.infer.seeded_sampling import NO_TOP_K, request_kwargs, sampling_top_k, seeded_processors
 from mmtune.infer.worker import Job, TrimStream, fit_context
 
 log = logging.getLogger(__name__)
@@ -73,8 +74,8 @@ def engine_config(model, limit: int):
     never less than one full context."""
     from transformers.generation.configuration_utils import ContinuousBatchingConfig
 
-    if model.device.type != "cpu":
-        return ContinuousBatchingConfig(max_memory_percent=0.8)
+    if model.device.type != "cpu":  # at most `limit` rows of vocabulary-wide sampling tensors per step
+        return ContinuousBatchingConfig(max_memory_percent=0.8, max_requests_per_batch=limit)
     context = context_length(model) or 4096
     per_token = kv_bytes_per_token(model.config) * model.dtype.itemsize
     tokens = max(context, min(limit * context, CPU_KV_CACHE_BYTES // max(per_token, 1)))
@@ -101,6 +102,7 @@ class BatchedWorker:
         self.model = _unwrapped(loaded.model)
         self.context = context_length(self.model)
         self.eos_ids = stop_token_ids(loaded.tokenizer, loaded.template, loaded.model) or [-1]
+        self.top_k = sampling_top_k(loaded.model)  # as generate() samples
         self._manager = None
         self._running: dict[str, _Running] = {}
         self._lock = threading.Lock()  # guards _running and _pending
@@ -122,7 +124,13 @@ class BatchedWorker:
             return
         from transformers import GenerationConfig
 
-        from mmtune.infer.seeded_sampling import seeded_processors
+        # do_sample off: the seeded processors already leave one finite score per row
+        self._manager = self._new_engine()
+        if dispatch:
+            self._start_dispatch()
+
+    def _new_engine(self):
+        from transformers import GenerationConfig
 
         # do_sample off: the seeded processors already leave one finite score per row
         config = GenerationConfig(do_sample=False, max_new_tokens=256, eos_token_id=self.eos_ids)
@@ -131,9 +139,21 @@ class BatchedWorker:
                                                       continuous_batching_config=engine_config(self.model, self.limit))
         manager.logit_processor = seeded_processors()
         manager.start()
-        self._manager = manager
-        if dispatch:
-            self._start_dispatch()
+        return manager
+
+    def _restart_engine(self) -> None:
+        """After the engine's thread died (its error is logged by transformers): a fresh one, so one
+        bad moment (an out-of-memory, say) does not leave the server answering 503 for good."""
+        log.error("the batched generation engine stopped; starting it again")
+        try:
+            self._manager.stop(block=True, timeout=10)
+        except Exception:  # noqa: BLE001 - it is gone either way
+            pass
+        try:
+            self._manager = self._new_engine()
+        except Exception:  # noqa: BLE001 - try again on the next round
+            log.exception("restarting the generation engine failed")
+            self._stopping.wait(1.0)
 
     def _start_dispatch(self) -> None:
         self._stopping.clear()
@@ -174,8 +194,6 @@ class BatchedWorker:
         return True
 
     def _add(self, job: Job) -> None:
-        from mmtune.infer.seeded_sampling import request_kwargs
-
         ids = job.inputs["input_ids"][0].tolist()
         job.control.prompt_tokens = len(ids)
         fit_context(job, self.context, len(ids))
@@ -186,12 +204,17 @@ class BatchedWorker:
         with self._lock:
             self._running[request_id] = run
         job.emit("start")
-        added = self._manager.add_request(ids, request_id=request_id, max_new_tokens=s.max_new_tokens,
-                                          streaming=streaming, eos_token_id=self.eos_ids,
-                                          **request_kwargs(s.temperature, s.top_p, s.seed))
-        if added is None or not self._manager.is_running():  # from here on the job is answered by _close
-            self._close(request_id, run, ("error", APIError(503, "the generation engine is not accepting requests",
-                                                            type="server_error")))
+        # from here on the job is answered by _close, once, whatever happens
+        refused = APIError(503, "the generation engine is not accepting requests", type="server_error")
+        try:
+            added = self._manager.add_request(ids, request_id=request_id, max_new_tokens=s.max_new_tokens,
+                                              streaming=streaming, eos_token_id=self.eos_ids,
+                                              **request_kwargs(s.temperature, s.top_p, s.seed, self.top_k))
+        except Exception:  # noqa: BLE001 - logged; the client gets a 503
+            log.exception("the generation engine refused a request")
+            added = None
+        if added is None or not self._manager.is_running():
+            self._close(request_id, run, ("error", refused))
 
     def _done_counting(self) -> None:
         with self._lock:
@@ -205,12 +228,23 @@ class BatchedWorker:
                 self._cancel_abandoned()
                 output = self._manager.get_result(timeout=0.05)
                 if output is not None:
-                    self._deliver(output)
-                elif not self._manager.is_running():  # the engine died: answer everyone, do not spin
+                    self._deliver_or_fail(output)
+                elif not self._manager.is_running() and not self._stopping.is_set():  # the engine died
                     self._fail_all(RuntimeError("the generation engine stopped"))
-                    self._stopping.wait(0.05)
+                    self._restart_engine()
             except Exception:  # noqa: BLE001 - keep reading: one bad output must not stall every client
                 log.exception("reading a batched generation result failed")
+
+    def _deliver_or_fail(self, output) -> None:
+        try:
+            self._deliver(output)
+        except Exception as e:  # noqa: BLE001 - this request gets a 500, the others go on
+            log.exception("turning a batched generation result into text failed")
+            with self._lock:
+                run = self._running.get(output.request_id)
+            if run is not None:
+                self._manager.cancel_request(output.request_id)
+                self._close(output.request_id, run, ("error", e))
 
     def _fail_all(self, error: Exception) -> None:
         with self._lock:
@@ -296,7 +330,7 @@ def open_batched(loaded: LoadedModel, limit: int) -> BatchedWorker:
     try:
         worker.start(dispatch=False)  # the probe's result is read here, not by the dispatcher
         got = worker._manager.add_request(ids, request_id="mmtune-probe", max_new_tokens=PROBE_TOKENS,
-                                          eos_token_id=-1, temperature=1.0, top_p=1.0, seed=-1)
+                                          eos_token_id=-1, **request_kwargs(0.0, 1.0, None, NO_TOP_K))
         output = worker._manager.get_result(got, timeout=120) if got else None
     except Exception as e:  # noqa: BLE001 - any failure of the engine on this model means: do not use it
         worker.stop()

@@ -428,6 +428,12 @@ class _JobStream(StreamingResponse):
             self.job.control.cancel.set()  # a no-op when the job already finished
 
 
+# The chat page loads only its own files, and images only from data: URLs (what the user attached): even
+# markup that got past the sanitizer could not run script or send the conversation elsewhere.
+PAGE_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+               "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+
+
 def _add_ui(app: FastAPI, settings: ServerSettings, vision: bool) -> None:
     from fastapi.staticfiles import StaticFiles
 
@@ -435,7 +441,7 @@ def _add_ui(app: FastAPI, settings: ServerSettings, vision: bool) -> None:
 
     @app.get("/", include_in_schema=False)
     async def index():
-        return FileResponse(str(webui / "index.html"))
+        return FileResponse(str(webui / "index.html"), headers={"Content-Security-Policy": PAGE_POLICY})
 
     @app.get("/ui/config", include_in_schema=False)
     async def ui_config():  # what the page needs before the first request; no secrets

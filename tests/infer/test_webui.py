@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import time
 import urllib.error
@@ -63,6 +64,10 @@ def get(url: str) -> tuple[int, str, str]:
 def test_page_and_assets_are_served(ui_server, loaded):
     status, kind, html = get(ui_server.url + "/")
     assert status == 200 and kind.startswith("text/html") and 'src="/ui/app.js"' in html
+    with urllib.request.urlopen(ui_server.url + "/", timeout=30) as r:  # the page may load only its own files
+        policy = r.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in policy and "img-src 'self' data: blob:" in policy and "connect-src 'self'" in policy
+    assert not re.search(r"\son[a-z]+\s*=", html)  # no inline handlers: the policy would block them
     for asset, mime in (("app.js", "javascript"), ("style.css", "text/css")):
         status, kind, _ = get(f"{ui_server.url}/ui/{asset}")
         assert status == 200 and mime in kind
@@ -91,7 +96,9 @@ def browser():
 def open_page(browser, url: str, model: str, max_tokens: int, width: int = 1100, height: int = 720):
     """The chat page in a fresh browser profile, loaded and connected to `model` (clipboard allowed);
     fails the test on any page error."""
-    context = browser.new_context(viewport={"width": width, "height": height})
+    # bypass_csp: Playwright's own waits evaluate strings, which the page's policy forbids; the policy
+    # is checked in test_page_and_assets_are_served, the sanitizer (the first defence) here, without it
+    context = browser.new_context(viewport={"width": width, "height": height}, bypass_csp=True)
     context.grant_permissions(["clipboard-read", "clipboard-write"], origin=url)
     page = context.new_page()
     errors = []
@@ -128,7 +135,7 @@ def ask(page, text: str) -> str:
     page.evaluate("""() => {
         window.__growth = [];
         new MutationObserver(() => {
-            const last = [...document.querySelectorAll('#messages li.assistant .text')].pop();
+            const last = [...document.querySelectorAll('#messages > li.assistant .text')].pop();
             if (last) window.__growth.push(last.textContent.length);
         }).observe(document.getElementById('messages'), {subtree: true, childList: true, characterData: true});
     }""")
@@ -151,11 +158,11 @@ def test_chat_streams_answer_multi_turn_and_clears(page):
     assert len(set(growth)) > 2, f"the answer appeared at once, not streamed: {growth}"
     page.fill("#system", "You are a helpful assistant.")
     ask(page, "what is your name?")
-    assert page.locator("#messages li").count() == 4  # two turns kept on screen and in the history
+    assert page.locator("#messages > li").count() == 4  # two turns kept on screen and in the history
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "webui-chat.png"))
     page.click("#clear")
-    assert page.locator("#messages li").count() == 0
+    assert page.locator("#messages > li").count() == 0
     assert NAME in ask(page, QUESTION)  # a fresh conversation answers like the first one
 
 
@@ -169,7 +176,7 @@ def test_errors_show_and_take_the_turn_back(page):
     page.press("#input", "Enter")
     page.wait_for_function("document.getElementById('error').textContent.includes('refused the API key')")
     assert "Settings" in page.inner_text("#error")
-    assert page.locator("#messages li").count() == 0  # the failed turn was taken back
+    assert page.locator("#messages > li").count() == 0  # the failed turn was taken back
     assert page.input_value("#input") == "hello"  # and its text put back to retry
     page.fill("#api-key", KEY)
     set_range(page, "#temperature", 0)
@@ -188,6 +195,13 @@ def test_stop_button_ends_the_answer(page):
     page.click("#stop")
     page.locator("li.assistant[data-state=done]").wait_for(timeout=10_000)
     assert page.locator("#send").is_enabled() and page.locator("#stop").is_hidden()
+    assert page.locator("li.assistant .meta").count() == 0  # no usage line: it was stopped, it did not finish
+    shown = page.locator("li.assistant .text").inner_text()
+    time.sleep(1.0)
+    assert page.locator("li.assistant .text").inner_text() == shown  # nothing more arrives
+    stored = json.loads(page.evaluate("localStorage.getItem('mmtune-chat-v1')"))
+    history = stored["conversations"][stored["current"]]["history"]
+    assert history[-1]["role"] == "assistant" and history[-1]["content"]  # what came before Stop is kept
 
 
 def test_webui_command_is_serve_with_the_page():
@@ -225,7 +239,7 @@ def test_tool_calls_show_and_their_results_go_back(tool_page):
     page.press("#input", "Enter")
     page.locator("#error").wait_for(state="visible", timeout=30_000)
     assert "Tools (in Settings) are not valid JSON" in page.inner_text("#error")
-    assert page.locator("#messages li").count() == 0 and page.input_value("#input") == "What is the weather in Paris?"
+    assert page.locator("#messages > li").count() == 0 and page.input_value("#input") == "What is the weather in Paris?"
 
     page.fill("#tools", json.dumps(TOOLS))
     page.press("#input", "Enter")
@@ -260,7 +274,10 @@ def test_vendored_libraries_are_the_listed_releases(ui_server):
 HOSTILE = ("**bold** and `x`\n\n```python\nprint('hi')\n```\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n"
            "<img src=x onerror=\"window.__pwned=1\"><script>window.__pwned=2</script> "
            "[click](javascript:window.__pwned=3) <a href=\"https://example.org\" onclick=\"window.__pwned=4\">site</a> "
-           "<form action=\"https://example.org\"><input name=q></form><iframe src=\"https://example.org\"></iframe>")
+           "<form action=\"https://example.org\"><input name=q></form><iframe src=\"https://example.org\"></iframe>"
+           "<svg><image href=\"https://example.org/x.png\"></image><a href=\"https://example.org\">s</a></svg>"
+           "<math><mi>x</mi></math><table background=\"https://example.org/bg.png\"><tr><td>t</td></tr></table>"
+           "<p id=\"input\">hijack</p><p name=\"send\">n</p>")
 
 
 def store_conversation(page, history: list[dict]) -> None:
@@ -275,10 +292,13 @@ def test_answers_render_markdown_safely_with_copyable_code(page):
     user_text = "<b>not bold</b> **nor this**"
     store_conversation(page, [{"role": "user", "content": user_text}, {"role": "assistant", "content": HOSTILE}])
     answer = page.locator("li.assistant .text")
-    assert answer.locator("strong").inner_text() == "bold" and answer.locator("table td").count() == 2
+    assert answer.locator("strong").inner_text() == "bold" and answer.locator("table td").count() == 3
     assert "print('hi')" in answer.locator("pre code").inner_text()
-    for tag in ("img", "script", "form", "input", "iframe"):
+    for tag in ("img", "script", "form", "input", "iframe", "svg", "image", "math"):
         assert answer.locator(tag).count() == 0, tag
+    for attribute in ("background", "id", "name"):
+        assert answer.locator(f"[{attribute}]").count() == 0, attribute
+    assert page.evaluate("document.getElementById('input').tagName") == "TEXTAREA"  # the page's own box
     assert answer.locator("a[href^='javascript']").count() == 0 and answer.locator("[onclick]").count() == 0
     site = answer.locator("a[href='https://example.org']")
     assert site.get_attribute("rel") == "noopener noreferrer" and site.get_attribute("target") == "_blank"
@@ -294,6 +314,8 @@ def test_answers_render_markdown_safely_with_copyable_code(page):
 def test_regenerate_edit_and_conversations_kept_across_reloads(page):
     page.fill("#api-key", KEY)
     set_range(page, "#temperature", 0)
+    page.fill("#system", "Be brief.")
+    page.dispatch_event("#system", "change")
     asked = []
     page.on("request", lambda r: asked.append(r) if r.url.endswith("/v1/chat/completions") else None)
     assert NAME in ask(page, QUESTION)
@@ -301,12 +323,12 @@ def test_regenerate_edit_and_conversations_kept_across_reloads(page):
     assert re_match(r"\d+ tokens · [\d.]+ tokens/s · prompt \d+", meta), meta
 
     page.click("li.assistant .regenerate")
-    page.wait_for_function("document.querySelectorAll('#messages li').length === 2 && "
+    page.wait_for_function("document.querySelectorAll('#messages > li').length === 2 && "
                            "document.querySelector('li.assistant')?.dataset.state === 'done'")
     assert len(asked) == 2 and NAME in page.locator("li.assistant .text").inner_text()
 
     page.click("li.user .edit")  # the question goes back to the composer, the turn leaves the chat
-    assert page.input_value("#input") == QUESTION and page.locator("#messages li").count() == 0
+    assert page.input_value("#input") == QUESTION and page.locator("#messages > li").count() == 0
     page.fill("#input", "what is your name?")
     page.press("#input", "Enter")
     page.locator("li.assistant[data-state=done]").wait_for(timeout=60_000)
@@ -314,12 +336,15 @@ def test_regenerate_edit_and_conversations_kept_across_reloads(page):
 
     page.reload()  # kept in this browser
     wait_connected(page, "zorblax")
-    assert page.locator("#messages li").count() == 2
+    assert page.input_value("#system") == "Be brief."  # settings too
+    stored = page.evaluate("JSON.stringify(Object.assign({}, localStorage))")
+    assert KEY not in stored  # the API key never goes into localStorage (the tab's sessionStorage only)
+    assert page.locator("#messages > li").count() == 2
     assert page.locator("li.user .text").inner_text() == "what is your name?"
     assert page.locator("#conversation-list li").count() == 1
 
     page.click("#clear")
-    assert page.locator("#messages li").count() == 0
+    assert page.locator("#messages > li").count() == 0
     ask(page, "hello")
     assert page.locator("#conversation-list li").count() == 2
     page.locator("#conversation-list .open", has_text="what is your name?").click()

@@ -79,13 +79,24 @@ function showError(text) {
   $("error").hidden = !text;
 }
 
+// Only HTML (no SVG or MathML, which can load images from elsewhere), no ids or names (an answer must
+// not shadow the page's own elements), no styles, and links only to http(s) and mailto.
+const SANITIZE = {
+  USE_PROFILES: { html: true },
+  FORBID_TAGS: ["img", "style", "form", "input", "button", "textarea", "select", "iframe", "video", "audio",
+                "picture", "source", "object", "embed", "link", "meta", "base"],
+  FORBID_ATTR: ["style", "id", "name", "background", "srcset", "poster", "formaction"],
+  ALLOWED_URI_REGEXP: /^(?:https?:|mailto:)/i,
+  SANITIZE_NAMED_PROPS: true,
+};
+
 function renderMarkdown(target, text) {
   const html = window.marked.parse(text, { gfm: true, breaks: true });
-  target.innerHTML = window.DOMPurify.sanitize(html, {
-    FORBID_TAGS: ["img", "style", "form", "input", "button", "textarea", "select", "iframe", "video", "audio"],
-    FORBID_ATTR: ["style"],
-  });
-  for (const a of target.querySelectorAll("a")) { a.target = "_blank"; a.rel = "noopener noreferrer"; }
+  target.innerHTML = window.DOMPurify.sanitize(html, SANITIZE);
+  for (const a of target.querySelectorAll("a")) {
+    a.setAttribute("target", "_blank");
+    a.setAttribute("rel", "noopener noreferrer");
+  }
   for (const pre of target.querySelectorAll("pre")) addCopyButton(pre);
 }
 
@@ -95,9 +106,9 @@ function addCopyButton(pre) {
   button.className = "copy";
   button.textContent = "Copy";
   button.addEventListener("click", async () => {
-    const code = pre.querySelector("code") || pre;
+    const code = pre.querySelector("code");
     try {
-      await navigator.clipboard.writeText(code.textContent);
+      await navigator.clipboard.writeText(code ? code.textContent : pre.firstChild.textContent);
       button.textContent = "Copied";
     } catch (err) {
       button.textContent = "Copy failed";
@@ -226,7 +237,13 @@ function switchTo(id) {
 }
 
 function remove(id) {
-  if (state.controller && id === state.store.current) return;
+  if (state.controller) {  // an answer is streaming into the current conversation: leave it on screen
+    if (id === state.store.current) return;
+    delete state.store.conversations[id];
+    saveStore();
+    renderList();
+    return;
+  }
   delete state.store.conversations[id];
   if (state.store.current === id) state.store.current = null;
   saveStore();
@@ -463,13 +480,19 @@ function showToolCalls(bubble, calls, waiting) {
     button.type = "submit";
     button.textContent = "Send tool results";
     form.append(button);
-    form.addEventListener("submit", (e) => { e.preventDefault(); sendToolResults(form, button); });
+    form.addEventListener("submit", (e) => { e.preventDefault(); sendToolResults(form, button, calls); });
   }
   bubble.append(form);
 }
 
-async function sendToolResults(form, button) {
+async function sendToolResults(form, button, calls) {
   if (state.controller) return;
+  const messages = history();
+  if (!messages.length || messages[messages.length - 1].tool_calls !== calls) {  // the chat went on meanwhile
+    form.querySelectorAll("input, button").forEach((el) => { el.disabled = true; });
+    showError("These tool calls were not the last message any more; their results were not sent.");
+    return;
+  }
   showError("");
   const added = [];
   for (const input of form.querySelectorAll("input")) {
@@ -517,7 +540,7 @@ function clearImages() {
 
 function addImageFiles(files) {
   const images = [...files].filter((f) => f.type.startsWith("image/"));
-  if (!images.length) return false;
+  if (!images.length || !state.config) return false;
   if (!state.config.vision) {
     showError("This model takes no images (a text-only model).");
     return true;
@@ -544,6 +567,7 @@ async function loadConfig() {
 }
 
 function wire() {
+  $("settings").addEventListener("submit", (e) => e.preventDefault());
   $("composer").addEventListener("submit", (e) => {
     e.preventDefault();
     const text = $("input").value.trim();
