@@ -61,7 +61,7 @@ const SETTING_IDS = ["system", "temperature", "top-p", "max-tokens", "tools"];
 function saveSettings() {
   const values = {};
   for (const id of SETTING_IDS) values[id] = $(id).value;
-  localStorage.setItem(SETTINGS, JSON.stringify(values));
+  try { localStorage.setItem(SETTINGS, JSON.stringify(values)); } catch (err) { /* full: they stay for this visit */ }
 }
 
 function loadSettings() {
@@ -220,6 +220,7 @@ function renderList() {
     del.type = "button";
     del.className = "delete";
     del.title = "Delete this conversation";
+    del.setAttribute("aria-label", "Delete conversation: " + (c.title || "New conversation"));
     del.textContent = "×";
     del.addEventListener("click", () => remove(c.id));
     li.append(open, del);
@@ -378,6 +379,7 @@ async function send(text) {
 async function complete(takeBack) {
   const bubble = addBubble({ role: "assistant", content: "" });
   bubble.classList.add("streaming");
+  bubble.setAttribute("aria-busy", "true");  // screen readers wait for the whole answer
   const owner = conversation();
   state.controller = new AbortController();
   setBusy(true);
@@ -425,6 +427,7 @@ async function complete(takeBack) {
     }
   } finally {
     bubble.classList.remove("streaming");
+    bubble.removeAttribute("aria-busy");
     bubble.dataset.state = "done";
     state.controller = null;
     setBusy(false);
@@ -472,6 +475,7 @@ function showToolCalls(bubble, calls, waiting) {
     if (!waiting) continue;
     const input = document.createElement("input");
     input.placeholder = "result of " + call.function.name + " (e.g. JSON)";
+    input.setAttribute("aria-label", "result of the call to " + call.function.name);
     input.dataset.callId = call.id;
     form.append(input);
   }
@@ -525,6 +529,7 @@ function setImages(images) {
     const del = document.createElement("button");
     del.type = "button";
     del.title = "Remove image";
+    del.setAttribute("aria-label", "Remove image " + (i + 1));
     del.textContent = "×";
     del.addEventListener("click", () => setImages(state.images.filter((_, j) => j !== i)));
     item.append(img, del);
@@ -598,6 +603,9 @@ function wire() {
   for (const id of ["temperature", "top-p"]) $(id).addEventListener("input", saveSettings);
   // the key stays for this tab only (sessionStorage), never with the conversations
   $("api-key").addEventListener("input", () => sessionStorage.setItem("mmtune-api-key", $("api-key").value));
+  $("image-label").addEventListener("keydown", (e) => {  // the label is the keyboard's way to the hidden input
+    if (e.key === "Enter" || e.key === " ") { e.preventDefault(); $("image").click(); }
+  });
   $("image").addEventListener("change", () => { addImageFiles($("image").files); $("image").value = ""; });
   $("input").addEventListener("paste", (e) => {
     if (e.clipboardData && addImageFiles(e.clipboardData.files)) e.preventDefault();
