@@ -110,6 +110,18 @@ def checkpoint_problem(path: str | Path) -> str | None:
     return None
 
 
+def missing_shards(directory: str | Path) -> list[tuple[str, str]]:
+    """(index file name, shard name) for each shard a `*.safetensors.index.json` in `directory` names
+    that is not there."""
+    directory = Path(directory)
+    missing = []
+    for index in sorted(directory.glob("*.safetensors.index.json")):
+        for shard in sorted(set(json.loads(index.read_text())["weight_map"].values())):
+            if not (directory / shard).is_file():
+                missing.append((index.name, shard))
+    return missing
+
+
 def safetensors_problem(path: str | Path) -> str | None:
     """Why a safetensors file is not whole ("is truncated: ..."), or None: its header reads and the
     file is as long as the header says (no tensor is read)."""

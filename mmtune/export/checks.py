@@ -9,13 +9,12 @@ directory holds nothing an export could mix with, and every weights file written
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from pathlib import Path
 
 from mmtune.errors import MmtuneError
-from mmtune.rundir import read_meta, safetensors_problem
+from mmtune.rundir import missing_shards, read_meta, safetensors_problem
 
 log = logging.getLogger("mmtune.export")
 
@@ -86,10 +85,9 @@ def verify_weights(directory: Path) -> None:
     """Every safetensors file in `directory` (and each shard an index names) is whole: its header
     reads and the file is as long as the header says. A truncated or missing file is an error."""
     directory = Path(directory)
-    for index in directory.glob("*.safetensors.index.json"):
-        for shard in sorted(set(json.loads(index.read_text())["weight_map"].values())):
-            if not (directory / shard).is_file():
-                raise MmtuneError(f"{index} names {shard}, which was not written")
+    if missing := missing_shards(directory):
+        index, shard = missing[0]
+        raise MmtuneError(f"{directory / index} names {shard}, which was not written")
     for path in sorted(directory.glob("*.safetensors")):
         check_safetensors(path)
 

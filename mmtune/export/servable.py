@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from mmtune.rundir import missing_shards
+
 TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json")
 PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
 
@@ -30,10 +32,9 @@ def _has_chat_template(d: Path) -> bool:
 def _weight_problems(d: Path) -> list[str]:
     index = d / "model.safetensors.index.json"
     if index.is_file():
-        shards = sorted(set(((_json(index) or {}).get("weight_map") or {}).values()))
-        if not shards:
+        if not ((_json(index) or {}).get("weight_map")):
             return [f"{index.name} names no shards"]
-        return [f"{index.name} names {s}, which is missing" for s in shards if not (d / s).is_file()]
+        return [f"{name} names {shard}, which is missing" for name, shard in missing_shards(d)]
     if (d / "model.safetensors").is_file():
         return []
     if list(d.glob("*.bin")):

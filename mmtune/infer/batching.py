@@ -28,7 +28,8 @@ from mmtune.infer.api_schema import APIError
 from mmtune.infer.engine import _cut_at_stop, _decode, _stop_prefix_len, context_length, stop_token_ids
 from mmtune.infer.load import LoadedModel
 from mmtune.infer.seeded_sampling import NO_TOP_K, request_kwargs, sampling_top_k, seeded_processors
-from mmtune.infer.worker import Job, TrimStream, fit_context
+from mmtune.infer.worker import Job, Slots, TrimStream, fit_context
+from mmtune.models.families import base_model  # under a peft wrapper: its LoRA layers are in place
 
 log = logging.getLogger(__name__)
 
@@ -41,16 +42,9 @@ class CannotBatch(Exception):
     """Why this model is served one request at a time."""
 
 
-def _unwrapped(model):
-    """The transformers model under a peft wrapper (its LoRA layers are in place, so it answers as
-    the wrapper does)."""
-    get_base = getattr(model, "get_base_model", None)
-    return get_base() if callable(get_base) else model
-
-
 def why_not_batched(loaded: LoadedModel) -> str | None:
     """None when the model can be served through continuous batching, else the reason."""
-    model = _unwrapped(loaded.model)
+    model = base_model(loaded.model)
     if getattr(loaded, "vision", None) is not None:  # transformers' engine runs LLMs only (as `transformers serve`)
         return "a vision-language model: transformers' continuous batching takes text models only"
     if not hasattr(model, "init_continuous_batching"):
@@ -99,21 +93,21 @@ class BatchedWorker:
 
     def __init__(self, loaded: LoadedModel, limit: int):
         self.loaded, self.limit = loaded, limit
-        self.model = _unwrapped(loaded.model)
+        self.model = base_model(loaded.model)
         self.context = context_length(self.model)
         self.eos_ids = stop_token_ids(loaded.tokenizer, loaded.template, loaded.model) or [-1]
         self.top_k = sampling_top_k(loaded.model)  # as generate() samples
         self._manager = None
         self._running: dict[str, _Running] = {}
-        self._lock = threading.Lock()  # guards _running and _pending
-        self._pending = 0
+        self._lock = threading.Lock()  # guards _running
+        self._slots = Slots(limit)
         self._ids = itertools.count()
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
 
     @property
     def pending(self) -> int:
-        return self._pending
+        return self._slots.used
 
     # -- life cycle ---------------------------------------------------------------------------------
 
@@ -122,9 +116,6 @@ class BatchedWorker:
             if dispatch and self._thread is None:
                 self._start_dispatch()
             return
-        from transformers import GenerationConfig
-
-        # do_sample off: the seeded processors already leave one finite score per row
         self._manager = self._new_engine()
         if dispatch:
             self._start_dispatch()
@@ -168,28 +159,23 @@ class BatchedWorker:
             self._thread.join(timeout=30)
         self._manager.stop(block=True, timeout=30, hard_stop=True)
         self._manager, self._thread = None, None
-        with self._lock:
-            left, self._running = list(self._running.values()), {}
-        for run in left:
-            self._finish(run, ("error", APIError(503, "the server is shutting down", type="server_error")))
+        self._fail_all(APIError(503, "the server is shutting down", type="server_error"))
 
     # -- requests -----------------------------------------------------------------------------------
 
     def submit(self, job: Job) -> bool:
         """Queue `job`; False when `limit` jobs are already waiting or running (answer 429)."""
-        with self._lock:
-            if self._pending >= self.limit:
-                return False
-            self._pending += 1
+        if not self._slots.take():
+            return False
         job.loop = job.loop or asyncio.get_running_loop()
         try:
             self._add(job)
-        except APIError as e:
-            self._done_counting()
+        except APIError as e:  # raised before the job joined _running
+            self._slots.release()
             job.emit("error", e)
         except Exception as e:  # noqa: BLE001 - a bug: log it, answer 500, keep serving
             log.exception("could not queue a generation")
-            self._done_counting()
+            self._slots.release()
             job.emit("error", e)
         return True
 
@@ -215,10 +201,6 @@ class BatchedWorker:
             added = None
         if added is None or not self._manager.is_running():
             self._close(request_id, run, ("error", refused))
-
-    def _done_counting(self) -> None:
-        with self._lock:
-            self._pending -= 1
 
     # -- results (dispatcher thread) ----------------------------------------------------------------
 
@@ -302,13 +284,9 @@ class BatchedWorker:
 
     def _close(self, request_id: str, run: _Running, last: tuple) -> None:
         with self._lock:
-            if self._running.pop(request_id, None) is None:
+            if self._running.pop(request_id, None) is None:  # answered already
                 return
-            self._pending -= 1
-        self._finish(run, last)
-
-    @staticmethod
-    def _finish(run: _Running, last: tuple) -> None:
+        self._slots.release()
         run.job.emit(*last)  # only now the client hears back, so its next request finds the slot free
 
 
@@ -320,10 +298,10 @@ def open_batched(loaded: LoadedModel, limit: int) -> BatchedWorker:
         raise CannotBatch(reason)
     model, tokenizer = loaded.model, loaded.tokenizer
     ids = tokenizer("Hello, how are you today?", add_special_tokens=False).input_ids or [0]
+    device = base_model(model).device
     with torch.no_grad():  # before the engine switches the attention implementation
-        expected = model.generate(input_ids=torch.tensor([ids], device=_unwrapped(model).device),
-                                  attention_mask=torch.ones(1, len(ids), dtype=torch.long,
-                                                            device=_unwrapped(model).device),
+        expected = model.generate(input_ids=torch.tensor([ids], device=device),
+                                  attention_mask=torch.ones(1, len(ids), dtype=torch.long, device=device),
                                   max_new_tokens=PROBE_TOKENS, do_sample=False, eos_token_id=None,
                                   pad_token_id=tokenizer.pad_token_id)[0, len(ids):].tolist()
     worker = BatchedWorker(loaded, limit)

@@ -101,6 +101,26 @@ def fit_context(job: Job, context: int | None, prompt_tokens: int) -> None:
     job.settings.max_new_tokens = min(wanted, room)
 
 
+class Slots:
+    """At most `limit` jobs waiting or running, for both workers: `take` says whether one more may come
+    in (when not, the server answers 429), `release` frees the slot of a job that was answered."""
+
+    def __init__(self, limit: int):
+        self.limit, self.used = limit, 0
+        self._lock = threading.Lock()
+
+    def take(self) -> bool:
+        with self._lock:
+            if self.used >= self.limit:
+                return False
+            self.used += 1
+            return True
+
+    def release(self) -> None:
+        with self._lock:
+            self.used -= 1
+
+
 class GenerationWorker:
     batched = False
 
@@ -108,13 +128,12 @@ class GenerationWorker:
         self.loaded, self.limit = loaded, limit
         self.context = context_length(loaded.model)
         self._jobs: queue.Queue[Job | None] = queue.Queue()
-        self._pending = 0  # jobs waiting or running
-        self._count_lock = threading.Lock()
+        self._slots = Slots(limit)
         self._thread: threading.Thread | None = None
 
     @property
     def pending(self) -> int:
-        return self._pending
+        return self._slots.used
 
     def start(self) -> None:
         if self._thread is None:
@@ -129,10 +148,8 @@ class GenerationWorker:
 
     def submit(self, job: Job) -> bool:
         """Queue `job`; False when `limit` jobs are already waiting or running (answer 429)."""
-        with self._count_lock:
-            if self._pending >= self.limit:
-                return False
-            self._pending += 1
+        if not self._slots.take():
+            return False
         job.loop = job.loop or asyncio.get_running_loop()
         self._jobs.put(job)
         return True
@@ -150,8 +167,7 @@ class GenerationWorker:
             log.exception("generation failed")
             last = ("error", e)
         finally:
-            with self._count_lock:
-                self._pending -= 1
+            self._slots.release()
         # Only now the client hears back, so its next request finds the slot free (no false 429).
         job.emit(*last)
 

@@ -47,15 +47,6 @@ def run_plain(mode: str, path, base, ids) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    recipe, result = lora_run()
-    root = tmp_path_factory.mktemp("export")
-    adapter = checkpoint_to_hf(recipe, result.final_dir, root / "adapter")
-    merged = merge_adapter(recipe.model.path, adapter, root / "merged", max_shard_size="2MB")
-    return recipe, result, adapter, merged
-
-
 def trained_logits(recipe, result, ids) -> torch.Tensor:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM

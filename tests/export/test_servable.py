@@ -7,33 +7,19 @@ from __future__ import annotations
 import json
 import shutil
 
-import pytest
-
-from mmtune.export.merge import merge_adapter
 from mmtune.export.servable import serving_problems
-from mmtune.export.to_hf import checkpoint_to_hf
-from mmtune.testing.runs import lora_run
 from mmtune.testing.tiny_vlm import tiny_vlm_dir
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    recipe, result = lora_run()
-    root = tmp_path_factory.mktemp("servable")
-    adapter = checkpoint_to_hf(recipe, result.final_dir, root / "adapter")
-    merged = merge_adapter(recipe.model.path, adapter, root / "merged", max_shard_size="2MB")
-    return adapter, merged
-
-
 def test_exports_hold_what_the_engines_read(exported):
-    adapter, merged = exported
+    _, _, adapter, merged = exported
     assert serving_problems(adapter) == []
     assert serving_problems(merged) == []
     assert len(list(merged.glob("model-*.safetensors"))) > 1  # the sharded case, with its index
 
 
 def test_missing_pieces_are_named(exported, tmp_path):
-    _, merged = exported
+    *_, merged = exported
     broken = shutil.copytree(merged, tmp_path / "broken")
     (broken / "chat_template.jinja").unlink()
     config = json.loads((broken / "tokenizer_config.json").read_text())
