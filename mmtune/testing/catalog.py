@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from mmtune.testing.tiny import tiny_lm_dir, tiny_tokenizer_dir
+from mmtune.testing.tiny import tiny_lm_dir, tiny_tokenizer_dir, tiny_tool_base_dir
 from mmtune.testing.tiny_internlm2 import tiny_internlm2_dir
 from mmtune.testing.tiny_vision import tiny_vision_dir
 from mmtune.testing.tiny_vlm import BUILDERS as VLM_BUILDERS
@@ -27,8 +27,8 @@ def copy_tiny(kind: str, dest: Path) -> Path:
         src = tiny_vision_dir(kind)
     elif kind in VLM_KINDS:
         src = tiny_vlm_dir(kind)
-    elif kind == "qwen2_tools":  # the tokenizer also knows tool and JSON words: tool prompts half as long
-        src = tiny_lm_dir("qwen2", tool_words=True)
+    elif kind == "qwen2_tools":  # tool/JSON words in the tokenizer, and pre-trained to copy values into JSON
+        src = tiny_tool_base_dir()
     else:
         src = tiny_lm_dir(kind)
     dest = Path(dest)

@@ -145,18 +145,18 @@ def native_vlm_run(family: str, steps: int = 8, trainable: tuple[str, ...] | Non
 
 
 @functools.lru_cache(maxsize=None)
-def tool_run(template: str = "qwen_chat", steps: int = 600, n: int = 1500, lr: float = 2e-3):
-    """The tiny Qwen2 fine-tuned in full on `mmtune data tools` data: (recipe, TrainResult, ToolDataset).
-    600 steps of 2 packed 2048-token rows (~3 minutes on 2 CPU cores): it learns which tool to call and
-    the call's form, not to copy new argument values (docs/tools.md, "What a tiny model learns")."""
+def tool_run(template: str = "qwen_chat", steps: int = 1000, n: int = 1500, lr: float = 1e-3):
+    """The agent base (the tiny Qwen2 pre-trained to copy values into JSON, `tiny_tool_base_dir`)
+    fine-tuned in full on `mmtune data tools` data: (recipe, TrainResult, ToolDataset). 1000 steps of 2
+    packed 2048-token rows (~4 minutes on 2 CPU cores, plus ~9 to build the base the first time)."""
     from mmtune.data.synth.tools import make_tool_dataset
-    from mmtune.testing.tiny import tiny_lm_dir
+    from mmtune.testing.tiny import tiny_tool_base_dir
     from mmtune.train.run import run_training
 
     root = Path(tempfile.mkdtemp(prefix="mmtune-tools-"))
     data = make_tool_dataset(root / "data", n=n, seed=1, heldout=100)
     recipe = self_cognition_recipe(
-        tiny_lm_dir("qwen2", tool_words=True), data.files["train"],
+        tiny_tool_base_dir(), data.files["train"],
         data={"template": template, "max_length": 2048, "pack_to_max_length": True, "overlong": "drop"},
         method={"type": "full"},
         train={"max_steps": steps, "micro_batch_size": 2, "lr": lr, "save_steps": steps, "logging_steps": 100},

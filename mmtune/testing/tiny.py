@@ -180,6 +180,34 @@ def tiny_lm_dir(family: str = "qwen2", tool_words: bool = False) -> Path:
     return build_atomically(cache_root() / name, lambda out: build_lm(out, family, tool_words=tool_words))
 
 
+TOOL_BASE_VERSION = "v1"  # bump when the copy pre-training changes
+TOOL_BASE_STEPS = 2000
+
+
+def build_tool_base(out: Path) -> None:
+    """The tool-word tiny Qwen2, pre-trained to copy facts into JSON (see mmtune.testing.tiny_pretrain)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from mmtune.data.synth.tools import HELDOUT_CITIES, TRAIN_CITIES
+    from mmtune.testing.tiny_pretrain import pretrain_to_copy, write_provenance
+
+    src = tiny_lm_dir("qwen2", tool_words=True)
+    tokenizer = AutoTokenizer.from_pretrained(src)
+    model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
+    accuracy = pretrain_to_copy(model, tokenizer, _corpus() + _tool_corpus(), steps=TOOL_BASE_STEPS,
+                                avoid_names=frozenset(TRAIN_CITIES + HELDOUT_CITIES))
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    write_provenance(out, TOOL_BASE_STEPS, accuracy)
+
+
+def tiny_tool_base_dir() -> Path:
+    """The agent tests' and demo's base: the tool-word tiny Qwen2 after a short copy pre-training
+    (several CPU minutes the first time, then cached)."""
+    return build_atomically(cache_root() / f"qwen2-tools-copy-{BUILD_VERSION}-{TOOL_BASE_VERSION}", build_tool_base)
+
+
 if __name__ == "__main__":
     import sys
 

@@ -45,17 +45,22 @@ HELDOUT_CITIES = ["London", "Moscow", "Istanbul", "Dubai", "Mumbai", "Bangkok", 
                   "Zurich", "Geneva"]
 WEATHER_ASKS = {"train": ["What is the weather in {city}?", "How is the weather in {city} today?",
                           "Is it cold in {city} right now?", "Tell me the weather for {city}.",
-                          "weather {city}", "Do I need an umbrella in {city}?", "What's it like outside in {city}?"],
+                          "weather {city}", "Do I need an umbrella in {city}?", "What's it like outside in {city}?",
+                          "Will it rain in {city} tomorrow?", "What's the forecast for {city}?",
+                          "Give me the temperature in {city}.", "How sunny is {city} now?"],
                 "heldout": ["What is the weather in {city}?", "Could you check the weather in {city}?",
                             "How warm is it in {city}?"]}
 OPS = {"add": ("plus", "+"), "subtract": ("minus", "-"), "multiply": ("times", "*"), "divide": ("divided by", "/")}
 CALC_ASKS = {"train": ["What is {a} {word} {b}?", "Compute {a} {sign} {b}.", "calculate {a} {sign} {b}",
-                       "How much is {a} {word} {b}?", "Please work out {a} {word} {b}."],
+                       "How much is {a} {word} {b}?", "Please work out {a} {word} {b}.", "{a} {sign} {b} = ?",
+                       "What do you get for {a} {sign} {b}?", "I need {a} {word} {b}."],
              "heldout": ["What is {a} {word} {b}?", "Can you tell me {a} {sign} {b}?", "Quick: {a} {word} {b}?"]}
 UNITS = {("km", "mi"): 0.621371, ("mi", "km"): 1.609344, ("kg", "lb"): 2.204623, ("lb", "kg"): 0.453592}
 UNIT_WORDS = {"km": "kilometers", "mi": "miles", "kg": "kilograms", "lb": "pounds"}
+# Half the training phrasings name the target unit first, so the unit that follows the number (the one
+# to convert from) is what marks `from_unit`, not the order of the words.
 CONVERT_ASKS = {"train": ["Convert {v} {f} to {t}.", "How many {tw} is {v} {fw}?", "What is {v} {fw} in {tw}?",
-                          "{v} {f} in {t} please"],
+                          "{v} {f} in {t} please", "How many {tw} in {v} {fw}?", "Give me {t} for {v} {f}."],
                 "heldout": ["Convert {v} {f} to {t}.", "How many {tw} are there in {v} {fw}?"]}
 # Questions that need no tool: an opening and an ending per kind, combined; held-out questions are
 # combinations training never shows (chosen by a stable hash), so "no tool" must be learned as a kind.

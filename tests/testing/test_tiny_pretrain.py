@@ -1,0 +1,37 @@
+"""The agent base's copy pre-training: what it learns from is generic (nothing of the tool data it is
+later scored on), and only the copied JSON is learned, never the sentence it is copied from."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from transformers import AutoTokenizer
+
+from mmtune.data.synth import tools
+from mmtune.testing.tiny import tiny_tokenizer_dir
+from mmtune.testing.tiny_pretrain import CopyCorpus
+
+
+def test_the_corpus_holds_nothing_of_the_tool_data():
+    cities = set(tools.TRAIN_CITIES) | set(tools.HELDOUT_CITIES)
+    corpus = CopyCorpus(["a plain line"], seed=3, avoid_names=frozenset(cities))
+    text = "\n".join(context + learned for context, learned in (corpus.piece() for _ in range(3000)))
+    tool_words = {t["function"]["name"] for t in tools.TOOLS} | {"from_unit", "to_unit", "operation"}
+    phrasings = {a.split("{")[0].strip() for asks in (tools.WEATHER_ASKS, tools.CALC_ASKS, tools.CONVERT_ASKS)
+                 for split in asks.values() for a in split if len(a.split("{")[0].strip()) > 8}
+    words = set(re.findall(r"\w+", text))
+    assert not cities & words and not [w for w in tool_words | phrasings if w in text]
+
+
+def test_only_the_json_is_learned_and_it_holds_the_sentences_values():
+    tokenizer = AutoTokenizer.from_pretrained(tiny_tokenizer_dir(tool_words=True))
+    corpus = CopyCorpus(["a plain line"], seed=0)
+    ids, labels = corpus.row(tokenizer, 512)
+    assert len(ids) == len(labels) == 512
+    learned = [i for i, label in zip(ids, labels) if label != -100]
+    assert all(label in (-100, i) for i, label in zip(ids, labels)) and 0 < len(learned) < len(ids)
+    assert "<|im_start|>user" not in tokenizer.decode(learned)  # contexts are never learned
+    for _ in range(200):  # every value of a JSON answer is in its sentence
+        sentence, facts = corpus.fact()
+        assert all(str(v) in sentence for v in json.loads(facts).values()), (sentence, facts)
