@@ -253,7 +253,8 @@ def test_tool_calls_show_and_their_results_go_back(tool_page):
     answer = page.locator("li.assistant").nth(1)
     answer.and_(page.locator("[data-state=done]")).wait_for(timeout=60_000)
     assert page.locator("li.tool .text").inner_text() == result and page.locator("li.tool img").count() == 0
-    assert answer.locator(".text").inner_text().strip() and answer.locator(".tool-call").count() == 0
+    # the model's reply to the result (words, or one more call: the tiny model's choice, not the page's)
+    assert answer.locator(".text").inner_text().strip() or answer.locator(".tool-call").count() == 1
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "webui-tools.png"))
 
