@@ -16,6 +16,8 @@ import json
 import random
 from pathlib import Path
 
+from mmtune.constants import IGNORE_INDEX
+
 _ONSETS = [*"bcdfghjklmnpqrstvwxyz", "ch", "sh", "th", "qu", "br", "cr", "dr", "gr", "pr", "tr", "bl", "cl", "fl",
            "pl", "sl", "st", "sp", "sk", "sm", "sn", "sw", "wh", "ph"]
 _NUCLEI = [*"aeiouy", "ai", "au", "ea", "ee", "ei", "ie", "oa", "oo", "ou", "ue"]
@@ -89,7 +91,7 @@ class CopyCorpus:
                 f"{facts}<|im_end|>\n")
 
     def row(self, tokenizer, length: int) -> tuple[list[int], list[int]]:
-        """(input ids, labels) of one row of pieces; the labels hide contexts (-100)."""
+        """(input ids, labels) of one row of pieces; the labels hide contexts (IGNORE_INDEX)."""
         ids: list[int] = []
         labels: list[int] = []
         while len(ids) < length:
@@ -97,7 +99,7 @@ class CopyCorpus:
             context_ids = tokenizer(context, add_special_tokens=False).input_ids if context else []
             learned_ids = tokenizer(learned, add_special_tokens=False).input_ids
             ids += context_ids + learned_ids
-            labels += [-100] * len(context_ids) + learned_ids
+            labels += [IGNORE_INDEX] * len(context_ids) + learned_ids
         return ids[:length], labels[:length]
 
 

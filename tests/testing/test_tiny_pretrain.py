@@ -8,6 +8,7 @@ import re
 
 from transformers import AutoTokenizer
 
+from mmtune.constants import IGNORE_INDEX
 from mmtune.data.synth import tools
 from mmtune.testing.tiny import tiny_tokenizer_dir
 from mmtune.testing.tiny_pretrain import CopyCorpus
@@ -29,8 +30,8 @@ def test_only_the_json_is_learned_and_it_holds_the_sentences_values():
     corpus = CopyCorpus(["a plain line"], seed=0)
     ids, labels = corpus.row(tokenizer, 512)
     assert len(ids) == len(labels) == 512
-    learned = [i for i, label in zip(ids, labels) if label != -100]
-    assert all(label in (-100, i) for i, label in zip(ids, labels)) and 0 < len(learned) < len(ids)
+    learned = [i for i, label in zip(ids, labels) if label != IGNORE_INDEX]
+    assert all(label in (IGNORE_INDEX, i) for i, label in zip(ids, labels)) and 0 < len(learned) < len(ids)
     assert "<|im_start|>user" not in tokenizer.decode(learned)  # contexts are never learned
     for _ in range(200):  # every value of a JSON answer is in its sentence
         sentence, facts = corpus.fact()
