@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The mmtune agent demo: a tiny model learns to call tools (weather, calculator, unit conversion), on CPU,
-# in about 14 minutes (9 of them building the pre-trained tiny base, once). generated tool data -> full fine-tune ->
+# in about 11 minutes (6 of them building the pre-trained tiny base, once). generated tool data -> full fine-tune ->
 # tool calls on held-out questions, before and after.
 set -euo pipefail
 OUT=demo_out                      # the recipe tiny_tools_full reads its paths from here

@@ -148,7 +148,7 @@ def native_vlm_run(family: str, steps: int = 8, trainable: tuple[str, ...] | Non
 def tool_run(template: str = "qwen_chat", steps: int = 1000, n: int = 1500, lr: float = 1e-3):
     """The agent base (the tiny Qwen2 pre-trained to copy values into JSON, `tiny_tool_base_dir`)
     fine-tuned in full on `mmtune data tools` data: (recipe, TrainResult, ToolDataset). 1000 steps of 2
-    packed 2048-token rows (~4 minutes on 2 CPU cores, plus ~9 to build the base the first time)."""
+    packed 2048-token rows (~4 minutes on 2 CPU cores, plus 6-14 to build the base the first time)."""
     from mmtune.data.synth.tools import make_tool_dataset
     from mmtune.testing.tiny import tiny_tool_base_dir
     from mmtune.train.run import run_training

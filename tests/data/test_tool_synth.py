@@ -59,3 +59,17 @@ def test_cli_writes_the_files_and_refuses_bad_counts(tmp_path, capsys):
     assert re.search(r"train\s+\S+train\.jsonl\s+\(30 conversations\)", out), out
     assert main(["data", "tools", "-o", str(tmp_path / "u"), "--rounds", "0"]) != 0
     assert "--rounds must be at least 1" in capsys.readouterr().err
+
+
+def test_training_asks_are_sometimes_wrapped_and_held_out_asks_never():
+    from mmtune.data.synth.tools import WRAPPERS, make_tool_conversations
+
+    prefixes = tuple(w.split("{")[0] for w in WRAPPERS if not w.startswith("{"))
+    suffixes = tuple(w.split("}")[1] for w in WRAPPERS if w.startswith("{"))
+    wrapped = lambda text: text.startswith(prefixes) or text.endswith(suffixes)  # noqa: E731
+
+    asks = lambda convs: [c.messages[0].content for c in convs if c.messages[1].tool_calls]  # noqa: E731
+    train = asks(make_tool_conversations(400, seed=5, split="train", max_rounds=1))
+    held = asks(make_tool_conversations(400, seed=5, split="heldout"))
+    assert 0.15 < sum(map(wrapped, train)) / len(train) < 0.45  # ~30% of the asks
+    assert not [a for a in held if wrapped(a)]

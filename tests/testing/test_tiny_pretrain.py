@@ -36,3 +36,25 @@ def test_only_the_json_is_learned_and_it_holds_the_sentences_values():
     for _ in range(200):  # every value of a JSON answer is in its sentence
         sentence, facts = corpus.fact()
         assert all(str(v) in sentence for v in json.loads(facts).values()), (sentence, facts)
+
+
+def test_pretraining_runs_until_the_copy_check_passes_then_cools_down():
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from mmtune.testing.tiny import tiny_lm_dir
+    from mmtune.testing.tiny_pretrain import pretrain_to_copy
+
+    src = tiny_lm_dir("qwen2", tool_words=True)
+    tokenizer = AutoTokenizer.from_pretrained(src)
+    model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
+    before = [p.detach().clone() for p in model.parameters()]
+    # a check that always passes stops at the first one (min_steps), then the cool-down runs and is checked
+    passed = pretrain_to_copy(model, tokenizer, ["a plain line"], ready=0.0, min_steps=2, max_steps=50, cooldown=1,
+                              check_every=1, batch=2, length=128, check_sentences=4)
+    assert passed.steps == 3 and [step for step, _ in passed.checks] == [2, 3]
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    # one that never passes runs to max_steps
+    failed = pretrain_to_copy(model, tokenizer, ["a plain line"], ready=1.01, min_steps=1, max_steps=3, cooldown=0,
+                              check_every=2, batch=2, length=128, check_sentences=4)
+    assert failed.steps == 3 and [step for step, _ in failed.checks] == [2, 3]

@@ -35,8 +35,12 @@ TOOLS = [
             "required": ["value", "from_unit", "to_unit"]}}},
 ]
 
-SYLLABLES = ["ka", "lo", "mi", "ra", "ven", "tor", "bel", "su", "no", "dar", "is", "quen", "fa", "li", "mon", "zu",
-             "pe", "gra", "sol", "vi", "ber", "na", "tal", "or", "ki", "ves", "ru", "lan", "do", "ci"]
+# Made-up city names take every letter shape (any first letter, vowel-first, two-letter onsets and
+# codas), so what a model learns from them is to copy the name it is asked about, whatever its
+# letters, not a small set of syllables it could recall.
+ONSETS = [*"bcdfghjklmnpqrstvwxyz", "ch", "sh", "th", "qu", "br", "cr", "dr", "gr", "tr", "bl", "pl", "st", "sk", "sw"]
+VOWELS = [*"aeiouy", "ai", "au", "ea", "ee", "ie", "oa", "ou"]
+CODAS = [*"bdgklmnprstxz", "ng", "nd", "nt", "st", "rk", "ck", "ch", "sh", "ll"]
 TRAIN_CITIES = ["Paris", "Rome", "Berlin", "Madrid", "Lisbon", "Vienna", "Prague", "Dublin", "Oslo", "Helsinki",
                 "Warsaw", "Athens", "Cairo", "Lagos", "Nairobi", "Tokyo", "Seoul", "Beijing", "Delhi", "Sydney",
                 "Toronto", "Chicago", "Boston", "Denver", "Lima", "Bogota", "Santiago", "Havana", "Manila", "Hanoi"]
@@ -62,6 +66,11 @@ UNIT_WORDS = {"km": "kilometers", "mi": "miles", "kg": "kilograms", "lb": "pound
 CONVERT_ASKS = {"train": ["Convert {v} {f} to {t}.", "How many {tw} is {v} {fw}?", "What is {v} {fw} in {tw}?",
                           "{v} {f} in {t} please", "How many {tw} in {v} {fw}?", "Give me {t} for {v} {f}."],
                 "heldout": ["Convert {v} {f} to {t}.", "How many {tw} are there in {v} {fw}?"]}
+# Training asks are sometimes wrapped in words that do not change what is asked, so the tool is chosen by
+# what the question holds (a city, two numbers and an operation, a value and units), not by its first
+# words; held-out asks are never wrapped (their phrasings are what is new).
+WRAPPERS = ["Hey, {ask}", "Please, {ask}", "{ask} Thanks!", "Hello! {ask}", "One question: {ask}",
+            "{ask} I need to know.", "So, {ask}", "Okay. {ask}", "{ask} Thank you."]
 # Questions that need no tool: an opening and an ending per kind, combined; held-out questions are
 # combinations training never shows (chosen by a stable hash), so "no tool" must be learned as a kind.
 NO_TOOL_KINDS = {
@@ -98,7 +107,15 @@ def _number(rng: random.Random, split: str) -> int:
 
 
 def _made_up_city(rng: random.Random) -> str:
-    return "".join(rng.choice(SYLLABLES) for _ in range(rng.randint(2, 3))).capitalize()
+    def pick(options: list[str], single: float) -> str:  # one letter mostly, two now and then
+        one_letter = rng.random() < single
+        return rng.choice([o for o in options if (len(o) == 1) == one_letter])
+
+    def syllable(first: bool) -> str:
+        onset = "" if first and rng.random() < 0.2 else pick(ONSETS, 0.75)
+        return onset + pick(VOWELS, 0.85) + (pick(CODAS, 0.75) if rng.random() < 0.3 else "")
+
+    return "".join(syllable(i == 0) for i in range(rng.randint(2, 3))).capitalize()
 
 
 def _city(rng: random.Random, split: str) -> str:
@@ -111,11 +128,19 @@ def _city(rng: random.Random, split: str) -> str:
     return _made_up_city(rng)
 
 
+def _ask(rng: random.Random, split: str, asks: dict[str, list[str]], **values) -> str:
+    ask = rng.choice(asks[split]).format(**values)
+    if split != "train" or rng.random() >= 0.3:
+        return ask
+    wrapper = rng.choice(WRAPPERS)
+    return wrapper.format(ask=ask if wrapper.startswith("{") else ask[0].lower() + ask[1:])
+
+
 def _weather(rng: random.Random, split: str) -> Conversation:
     city = _city(rng, split)
     temp = sum(map(ord, city)) % 35 - 5
     condition = CONDITIONS[len(city) % len(CONDITIONS)]
-    return _with_call(rng.choice(WEATHER_ASKS[split]).format(city=city), ToolCall("get_weather", {"city": city}),
+    return _with_call(_ask(rng, split, WEATHER_ASKS, city=city), ToolCall("get_weather", {"city": city}),
                       f'{{"city": "{city}", "temperature_c": {temp}, "condition": "{condition}"}}',
                       f"In {city} it is {temp} °C and {condition}.")
 
@@ -125,7 +150,7 @@ def _calc(rng: random.Random, split: str) -> Conversation:
     a, b = _number(rng, split), _number(rng, split)
     result = {"add": a + b, "subtract": a - b, "multiply": a * b, "divide": round(a / b, 4)}[op]
     word, sign = OPS[op]
-    ask = rng.choice(CALC_ASKS[split]).format(a=a, b=b, word=word, sign=sign)
+    ask = _ask(rng, split, CALC_ASKS, a=a, b=b, word=word, sign=sign)
     return _with_call(ask, ToolCall("calculate", {"operation": op, "a": a, "b": b}), f'{{"result": {result}}}',
                       f"{a} {word} {b} is {result}.")
 
@@ -134,7 +159,7 @@ def _convert(rng: random.Random, split: str) -> Conversation:
     (f, t), factor = rng.choice(list(UNITS.items()))
     v = _number(rng, split)
     result = round(v * factor, 2)
-    ask = rng.choice(CONVERT_ASKS[split]).format(v=v, f=f, t=t, fw=UNIT_WORDS[f], tw=UNIT_WORDS[t])
+    ask = _ask(rng, split, CONVERT_ASKS, v=v, f=f, t=t, fw=UNIT_WORDS[f], tw=UNIT_WORDS[t])
     return _with_call(ask, ToolCall("convert_units", {"value": v, "from_unit": f, "to_unit": t}),
                       f'{{"result": {result}}}', f"{v} {f} is {result} {t}.")
 
