@@ -15,8 +15,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from mmtune.testing.cache import build_atomically, cache_root
+from mmtune.testing.vision_init import init_patch_embeddings
 
-BUILD_VERSION = "v1"  # bump when what is built changes, so caches rebuild
+BUILD_VERSION = "v2"  # v2: edge-filter patch embeddings (vision_init)  # bump when what is built changes, so caches rebuild
 IMAGE_SIZE = 64
 PATCH_SIZE = 16
 KINDS = ("clip", "siglip", "clip-full")
@@ -74,6 +75,7 @@ def build_vision(out: Path, kind: str, seed: int = 0) -> None:
         processor = _clip_processor()
     else:
         raise ValueError(f"unknown tiny vision encoder {kind!r} ({', '.join(KINDS)})")
+    init_patch_embeddings(model)
     model.eval()
     model.save_pretrained(out)
     processor.save_pretrained(out)

@@ -1,6 +1,7 @@
 """Tiny models of the transformers-native vision-language families, saved as hub checkpoints are.
 
-Each is the family's real config and model class at small sizes (random weights), its real image
+Each is the family's real config and model class at small sizes (random weights but for patch
+embeddings that start as edge filters, mmtune.testing.vision_init), its real image
 processor (the PIL backend: no torchvision), a byte-level BPE tokenizer trained here on the tiny
 corpus with the family's special tokens, and the family's official chat template
 (mmtune/testing/vlm_templates/, provenance in its SOURCES.md). `processor_config.json` names the
@@ -15,8 +16,9 @@ from importlib import resources
 from pathlib import Path
 
 from mmtune.testing.cache import build_atomically, cache_root
+from mmtune.testing.vision_init import init_patch_embeddings
 
-BUILD_VERSION = "v1"
+BUILD_VERSION = "v2"  # v2: edge-filter patch embeddings (vision_init)
 VOCAB_SIZE = 2048
 TEXT = dict(hidden_size=128, intermediate_size=352, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
             max_position_embeddings=4096)
@@ -249,6 +251,8 @@ def _save_model(out: Path, config, seed: int, eos: list[str] | None = None, toke
     torch.manual_seed(seed)
     model = AutoModelForImageTextToText.from_config(config)
     _big_embeddings(model)
+    if not init_patch_embeddings(model):
+        raise RuntimeError(f"{type(model).__name__}: no patch embedding found for the edge filters")
     if eos:
         model.generation_config.eos_token_id = [tokenizer.convert_tokens_to_ids(t) for t in eos]
     model.save_pretrained(out)
