@@ -24,7 +24,8 @@ FILTER_NORM = 2.0  # a few times a default init's filter norm (~0.6), so edges d
 def edge_filters(count: int, patch: int):
     """`count` unit-norm RGB filters of patch×patch pixels, times FILTER_NORM: oriented Gabor filters
     stepping through orientation, phase, frequency and colour axis in that order, and the last
-    `max(3, count // 16)` colour blobs (one per colour axis, then mixed axes)."""
+    `max(3, count // 16)` colour blobs (one per colour axis, then mixed axes). The 144 distinct edges
+    repeat beyond that count, which no tiny tower (hidden 64) reaches."""
     import torch
 
     n_blobs = min(count, max(3, count // 16))
