@@ -3,6 +3,7 @@
     .venv/bin/python bench/vlm_learning.py qwen2_5_vl --seed 11 --n 3000 --steps 800
     .venv/bin/python bench/vlm_learning.py llava --seed 11 --steps 400 --set method.type=full
     .venv/bin/python bench/vlm_learning.py minicpmv4_6 --set data.processor.downsample_mode=4x
+    .venv/bin/python bench/vlm_learning.py llava --questions shape   # one kind only: is the mix the limit?
 
 The task: `make_shapes_dataset(questions=["colour", "shape"], choices=True, langs=("en", "zh"))` with
 the given seed: open colour and shape questions and MMBench-style multiple choice (2-4 options),
@@ -63,6 +64,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--trainable", default="vision,projector,llm")
+    p.add_argument("--questions", default="colour,shape", help="question kinds (the mixed task: colour,shape)")
     p.add_argument("--set", action="append", default=[], help="recipe override KEY=YAML (repeatable)")
     p.add_argument("--out", default="/tmp/mmtune-vlm-learning")
     p.add_argument("--results", default="/tmp/mmtune-vlm-learning/results.jsonl")
@@ -77,9 +79,11 @@ def main() -> None:
     from mmtune.train.run import run_training
 
     out = Path(a.out) / f"{a.family}-seed{a.seed}-{time.strftime('%H%M%S')}"
-    data = Path(a.out) / f"data-n{a.n}-seed{a.seed}-px{a.size}"
+    kinds = a.questions.split(",")
+    data = Path(a.out) / f"data-n{a.n}-seed{a.seed}-px{a.size}" if kinds == ["colour", "shape"] else \
+        Path(a.out) / f"data-n{a.n}-seed{a.seed}-px{a.size}-{'-'.join(kinds)}"
     if not (data / "finetune.json").exists():
-        make_shapes_dataset(data, n=a.n, seed=a.seed, size=a.size, questions=["colour", "shape"], choices=True,
+        make_shapes_dataset(data, n=a.n, seed=a.seed, size=a.size, questions=kinds, choices=True,
                             langs=("en", "zh"))
     recipe = validate_recipe(recipe_for(a, data))
     t0 = time.time()
@@ -88,11 +92,11 @@ def main() -> None:
     hf = checkpoint_to_hf(recipe, result.final_dir, out / "hf")
     answers = heldout_answers(load_for_inference(str(hf), device="cpu"), data / "heldout.json", data)
     open_acc = {cat: round(sum(x["right"] for x in answers if x["category"] == cat)
-                           / max(1, sum(x["category"] == cat for x in answers)), 3) for cat in ("colour", "shape")}
+                           / max(1, sum(x["category"] == cat for x in answers)), 3) for cat in kinds}
     cli(["eval", "mmbench", str(hf), "--data-path", str(data / "mmbench_dev.tsv"), "--work-dir", str(out / "mmbench")])
     mmbench = json.loads((out / "mmbench" / "summary.json").read_text())["overall"]
     losses = [h["loss"] for h in result.log_history if "loss" in h]
-    row = {"family": a.family, "seed": a.seed, "n": a.n, "size": a.size, "steps": a.steps, "lr": a.lr,
+    row = {"family": a.family, "questions": a.questions, "seed": a.seed, "n": a.n, "size": a.size, "steps": a.steps, "lr": a.lr,
            "trainable": a.trainable, "set": a.set, "train_s": round(train_s), "loss_first": round(losses[0], 3),
            "loss_last": round(losses[-1], 3), "open": open_acc, "mmbench": round(mmbench, 3)}
     print("RESULT " + json.dumps(row, ensure_ascii=False))
