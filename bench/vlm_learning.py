@@ -80,8 +80,8 @@ def main() -> None:
 
     out = Path(a.out) / f"{a.family}-seed{a.seed}-{time.strftime('%H%M%S')}"
     kinds = a.questions.split(",")
-    data = Path(a.out) / f"data-n{a.n}-seed{a.seed}-px{a.size}" if kinds == ["colour", "shape"] else \
-        Path(a.out) / f"data-n{a.n}-seed{a.seed}-px{a.size}-{'-'.join(kinds)}"
+    suffix = "" if kinds == ["colour", "shape"] else "-" + "-".join(kinds)  # the mixed task keeps its old folder
+    data = Path(a.out) / f"data-n{a.n}-seed{a.seed}-px{a.size}{suffix}"
     if not (data / "finetune.json").exists():
         make_shapes_dataset(data, n=a.n, seed=a.seed, size=a.size, questions=kinds, choices=True,
                             langs=("en", "zh"))

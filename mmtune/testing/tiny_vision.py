@@ -17,7 +17,7 @@ from pathlib import Path
 from mmtune.testing.cache import build_atomically, cache_root
 from mmtune.testing.vision_init import init_patch_embeddings
 
-BUILD_VERSION = "v2"  # v2: edge-filter patch embeddings (vision_init)  # bump when what is built changes, so caches rebuild
+BUILD_VERSION = "v2"  # bump when what is built changes, so caches rebuild (v2: edge-filter patch embeddings)
 IMAGE_SIZE = 64
 PATCH_SIZE = 16
 KINDS = ("clip", "siglip", "clip-full")

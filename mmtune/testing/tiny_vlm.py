@@ -251,8 +251,7 @@ def _save_model(out: Path, config, seed: int, eos: list[str] | None = None, toke
     torch.manual_seed(seed)
     model = AutoModelForImageTextToText.from_config(config)
     _big_embeddings(model)
-    if not init_patch_embeddings(model):
-        raise RuntimeError(f"{type(model).__name__}: no patch embedding found for the edge filters")
+    init_patch_embeddings(model)
     if eos:
         model.generation_config.eos_token_id = [tokenizer.convert_tokens_to_ids(t) for t in eos]
     model.save_pretrained(out)

@@ -44,7 +44,7 @@ def edge_filters(count: int, patch: int):
         pattern = pattern - pattern.mean()  # no response to flat colour: that is the blobs' job
         filters.append(axis.view(3, 1, 1) * pattern / pattern.norm())
     for j in range(n_blobs):
-        axis = axes[j % len(axes)] if j < len(axes) else (axes[j % 3] + axes[(j + 1) % 3] * ((-1) ** j))
+        axis = axes[j] if j < len(axes) else axes[j % len(axes)] + axes[(j + 1) % len(axes)] * (-1) ** j
         filters.append((axis / axis.norm()).view(3, 1, 1) * torch.ones(patch, patch) / patch)
     return torch.stack(filters) * FILTER_NORM
 
@@ -52,7 +52,8 @@ def edge_filters(count: int, patch: int):
 def init_patch_embeddings(model) -> int:
     """Write edge filters into every patch embedding of `model`: each convolution over 3 input
     channels whose kernel equals its stride (Conv2d, or Conv3d over frames as Qwen-VL's, where each
-    frame gets the filter divided by the frame count). Returns how many were written; biases go to 0."""
+    frame gets the filter divided by the frame count). Returns how many were written; biases go to 0.
+    A model with none is an error: its builder would otherwise silently ship a random first layer."""
     import torch
 
     written = 0
@@ -72,4 +73,6 @@ def init_patch_embeddings(model) -> int:
             if module.bias is not None:
                 module.bias.zero_()
         written += 1
+    if not written:
+        raise ValueError(f"{type(model).__name__}: no patch embedding (a 3-channel convolution whose kernel is its stride)")
     return written
